@@ -1,0 +1,291 @@
+"""Inference benchmark: end-to-end fps by stage, generator vs PyTorch, memory.
+
+    python bench/bench_infer.py                 # everything (~10 min on 2 cores)
+    python bench/bench_infer.py --only e2e,gen  # skip the 60 s memory runs
+    python bench/bench_infer.py --quick         # smoke test (short clips, few iters)
+
+Model: the full-size Wav2Lip generator with the baseline's deterministic
+weight fill (../shared/baseline/README.md), converted from the PyTorch
+reference (bench/torch_models.py) so both frameworks run identical weights;
+random numpy weights when torch is not installed. Weights do not change the
+speed, only what the mouth looks like.
+
+  Wall-clock numbers depend on how busy the machine is; CPU-seconds per frame
+  (process time, all threads) much less so: on C idle cores the ceiling is
+  about C / cpu_s_per_frame frames/s.
+
+  e2e   `LipSyncer.run` on a 224x224 VoxCeleb2 clip and a 512x512 HDTF clip
+        from ../shared/data/real/av/, each with its own audio track (so the
+        output is as long as the clip): frames/s end to end (compile excluded,
+        reported separately), first with face detection ("cold") and then with
+        the box track from the cache ("cached"). Per-stage seconds come from
+        `RunReport.timings`: decode, detect, mel, generate, paste, encode run
+        in overlapping threads, so they add up to more than the total.
+  gen   generator-only throughput at the inference batch size: the jitted
+        JAX step (uint8 crops in, uint8 faces out) against the PyTorch
+        reference model's forward (torch.inference_mode, float32, NCHW) in the
+        same process, alternating, median of `--iters` runs.
+  mem   peak RSS of a whole run in a fresh subprocess, for the 5.1 s 224x224
+        clip ping-ponged under 10 s and 60 s of speech
+        (../shared/data/real/audio/musetalk/eng.wav), plus RSS sampled during
+        the run: flat when memory does not grow with the length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+BENCH_DIR = pathlib.Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO))
+SHARED = pathlib.Path(os.environ.get("LIPSYNC_SHARED", REPO.parent / "shared"))
+
+CLIPS = {
+    "224x224 VoxCeleb2": "data/real/av/voxceleb2/00002.mp4",
+    "512x512 HDTF": "data/real/av/hdtf/WDA_AlexandriaOcasioCortez_000.mp4",
+}
+LONG_SPEECH = "data/real/audio/musetalk/eng.wav"
+
+
+def _weights(width: float = 1.0):
+  """(module, variables, source) for the Wav2Lip generator (full size at 1.0)."""
+  import jax
+  import numpy as np
+  from lipsync_jax import models
+  module = models.create("wav2lip", width_multiplier=width)
+  try:
+    if width != 1.0:
+      raise ImportError("the torch reference has no width multiplier")
+    import torch  # noqa: F401
+    sys.path.insert(0, str(BENCH_DIR))
+    import torch_models as tm
+    from lipsync_jax import convert
+    sd = tm.filled_state_dict(tm.create("wav2lip"), "wav2lip")
+    return module, convert.torch_to_flax("wav2lip", sd, {}), "baseline fill (via torch)"
+  except ImportError:
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0),
+                            np.zeros((1, 80, 16, 1), np.float32),
+                            np.zeros((1, 96, 96, 6), np.float32))
+    rng = np.random.default_rng(0)
+
+    def leaf(path, s):
+      name = str(path[-1].key)
+      if name in ("scale", "var"):
+        return np.ones(s.shape, np.float32)
+      if name in ("bias", "mean"):
+        return np.zeros(s.shape, np.float32)
+      return (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(np.float32)
+    return module, jax.tree_util.tree_map_with_path(leaf, shapes), "random numpy fill"
+
+
+def _rss_mb() -> float:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  return 0.0
+
+
+def _peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -----------------------------------------------------------------------------
+# e2e + gen (in this process).
+# -----------------------------------------------------------------------------
+
+def bench_e2e(syncer, quick: bool) -> list[dict[str, Any]]:
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    cached_syncer = syncer.with_options(cache_dir=os.path.join(tmp, "cache"))
+    for name, rel in CLIPS.items():
+      clip = SHARED / rel
+      audio = clip
+      if quick:  # 1 s of the clip's audio
+        from lipsync_jax import audio as audio_lib
+        import soundfile as sf
+        audio = os.path.join(tmp, "quick.wav")
+        sf.write(audio, audio_lib.load_audio(clip)[:16000], 16000)
+      for mode in ("cold", "cached"):
+        out = os.path.join(tmp, f"out_{mode}.mp4")
+        cpu = time.process_time()
+        r = cached_syncer.run(clip, audio, out)
+        cpu = time.process_time() - cpu
+        assert r.detection_cached == (mode == "cached")
+        row = {"clip": name, "mode": mode, "frames": r.frames,
+               "without_face": r.frames_without_face,
+               "fps": r.frames / r.timings["total"],
+               "cpu_s_per_frame": cpu / r.frames, **r.timings}
+        rows.append(row)
+        print(f"  {name:18s} {mode:6s} {row['fps']:6.1f} fps  "
+              f"{row['cpu_s_per_frame']:.3f} cpu-s/frame  "
+              + " ".join(f"{k}={r.timings[k]:.2f}" for k in r.timings), flush=True)
+  return rows
+
+
+def bench_gen(syncer, iters: int) -> dict[str, Any]:
+  import numpy as np
+  n = syncer.batch_size
+  rng = np.random.default_rng(0)
+  mel = np.clip(rng.normal(0, 1.5, (n, 80, 16, 1)), -4, 4).astype(np.float32)
+  crops = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+  jax_run = lambda: np.asarray(syncer.generate_batch(syncer.variables, mel, crops))
+  jax_run()
+  runs = {"jax": jax_run}
+  try:
+    import torch
+    sys.path.insert(0, str(BENCH_DIR))
+    import torch_models as tm
+    torch.set_num_threads(os.cpu_count() or 1)
+    gen = tm.create("wav2lip").eval()
+    gen.load_state_dict(tm.filled_state_dict(gen, "wav2lip"))
+    faces = np.concatenate([crops, crops], -1).astype(np.float32) / 255
+    faces[:, 48:, :, :3] = 0
+    a_t = torch.from_numpy(np.ascontiguousarray(mel.transpose(0, 3, 1, 2)))
+    f_t = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2)))
+
+    def torch_run():
+      with torch.inference_mode():
+        out = gen(a_t, f_t)
+      return (out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    torch_run()
+    runs["torch"] = torch_run
+  except ImportError:
+    print("  (torch not installed: PyTorch column skipped)")
+  times = {k: [] for k in runs}
+  cpu = {k: [] for k in runs}
+  for _ in range(iters):  # alternate, so that load from others hits both alike
+    for k, fn in runs.items():
+      t, c = time.perf_counter(), time.process_time()
+      fn()
+      times[k].append(time.perf_counter() - t)
+      cpu[k].append(time.process_time() - c)
+  res = {"batch": n}
+  for k, ts in times.items():
+    res[f"{k}_fps"] = n / statistics.median(ts)
+    res[f"{k}_cpu_s_per_frame"] = statistics.median(cpu[k]) / n
+    print(f"  generator only, {k:5s}: {res[f'{k}_fps']:6.1f} frames/s, "
+          f"{res[f'{k}_cpu_s_per_frame']:.3f} cpu-s/frame (batch {n}, median of {iters})",
+          flush=True)
+  return res
+
+
+# -----------------------------------------------------------------------------
+# mem (one subprocess per audio length).
+# -----------------------------------------------------------------------------
+
+def mem_worker(seconds: float, batch_size: int, width: float) -> dict[str, Any]:
+  import numpy as np
+  import soundfile as sf
+  from lipsync_jax import audio as audio_lib
+  from lipsync_jax.inference import LipSyncer
+  module, variables, _ = _weights(width)
+  syncer = LipSyncer(module, variables, batch_size=batch_size)
+  syncer.warmup()
+  rss_ready = _rss_mb()
+  samples: list[tuple[float, float]] = []
+  stop = threading.Event()
+
+  def sample():
+    t0 = time.perf_counter()
+    while not stop.wait(0.5):
+      samples.append((time.perf_counter() - t0, _rss_mb()))
+  with tempfile.TemporaryDirectory() as tmp:
+    wav = audio_lib.load_audio(SHARED / LONG_SPEECH)[:int(seconds * 16000)]
+    speech = os.path.join(tmp, "speech.wav")
+    sf.write(speech, wav, 16000)
+    syncer = syncer.with_options(cache_dir=os.path.join(tmp, "cache"))
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    r = syncer.run(SHARED / CLIPS["224x224 VoxCeleb2"], speech, os.path.join(tmp, "o.mp4"))
+    stop.set()
+    th.join()
+  rss = np.array([s[1] for s in samples] or [rss_ready])
+  half = len(rss) // 2
+  return {"audio_seconds": seconds, "frames": r.frames, "fps": r.frames / r.timings["total"],
+          "rss_after_compile_mb": rss_ready, "peak_rss_mb": _peak_mb(),
+          "rss_max_first_half_mb": float(rss[:max(half, 1)].max()),
+          "rss_max_second_half_mb": float(rss[half:].max()) if half else float(rss.max())}
+
+
+def bench_mem(lengths: list[float], batch_size: int, width: float) -> list[dict[str, Any]]:
+  rows = []
+  for s in lengths:
+    cmd = [sys.executable, __file__, "--worker-mem", str(s), "--batch-size", str(batch_size),
+           "--mem-width", str(width)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+      raise RuntimeError(f"memory worker failed: {out.stderr[-2000:]}")
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    rows.append(row)
+    print(f"  {s:5.0f} s of audio, {row['frames']} frames: peak RSS {row['peak_rss_mb']:.0f} MB "
+          f"(after compile {row['rss_after_compile_mb']:.0f} MB; max RSS first half "
+          f"{row['rss_max_first_half_mb']:.0f} MB, second half "
+          f"{row['rss_max_second_half_mb']:.0f} MB), {row['fps']:.1f} fps", flush=True)
+  return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--only", default="e2e,gen,mem", help="comma list of e2e,gen,mem")
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--iters", type=int, default=5)
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--json", help="write the results here")
+  p.add_argument("--mem-width", type=float, default=1.0,
+                 help="generator width for the memory runs (1.0 = full Wav2Lip; smaller "
+                      "is faster and shows the same growth, or its absence)")
+  p.add_argument("--worker-mem", type=float, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.worker_mem is not None:
+    print(json.dumps(mem_worker(args.worker_mem, args.batch_size, args.mem_width)))
+    return 0
+  if not SHARED.is_dir():
+    print(f"error: needs the shared data folder at {SHARED}", file=sys.stderr)
+    return 2
+
+  import jax
+  from lipsync_jax.inference import LipSyncer
+  only = set(args.only.split(","))
+  results: dict[str, Any] = {"cpu_count": os.cpu_count(), "devices": str(jax.devices()),
+                             "load_avg_start": os.getloadavg()}
+  print(f"devices: {jax.devices()}  load average: {os.getloadavg()}")
+  if only & {"e2e", "gen"}:
+    module, variables, source = _weights()
+    syncer = LipSyncer(module, variables, batch_size=args.batch_size)
+    t = time.perf_counter()
+    syncer.warmup()
+    results["weights"] = source
+    results["compile_s"] = time.perf_counter() - t
+    print(f"Wav2Lip generator ({source}), batch {syncer.batch_size}: compile "
+          f"{results['compile_s']:.1f} s")
+    if "e2e" in only:
+      print("end to end:")
+      results["e2e"] = bench_e2e(syncer, args.quick)
+    if "gen" in only:
+      print("generator only:")
+      results["gen"] = bench_gen(syncer, 2 if args.quick else args.iters)
+  if "mem" in only:
+    print(f"memory (fresh process per run, generator width {args.mem_width}):")
+    results["mem_width"] = args.mem_width
+    results["mem"] = bench_mem([2.0, 4.0] if args.quick else [10.0, 60.0], args.batch_size,
+                               args.mem_width)
+  results["load_avg_end"] = os.getloadavg()
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

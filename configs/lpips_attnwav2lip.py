@@ -1,0 +1,46 @@
+"""LPIPS-AttnWav2Lip, our main model.
+
+    python train.py --config configs/lpips_attnwav2lip.py --workdir runs/main \
+        --config.data_dir=data/prep --config.syncnet_checkpoint=runs/expert
+
+Loss = sw * sync + lpips * LPIPS + gan * GAN + (1 - sw - gan) * L1 (the
+upstream weighting of L1 against sync, plus LPIPS). The paper replaces the
+GAN with LPIPS, so `loss.gan` is 0 by default (no discriminator is built);
+set it > 0 to add the Wav2Lip visual-quality discriminator. The LPIPS weight
+(0.1, VGG16 trunk) is our choice: the paper does not give it. The sync weight
+starts at 0 and becomes 0.03 once the eval sync loss drops below 0.75, as
+upstream (`sync_schedule`); batch 16, Adam lr 1e-4, default betas.
+
+Expert BN mode (`expert_bn`): "running" by default, see configs/wav2lip.py.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lipsync_jax.train import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = config_lib.base_config("generator")
+  c.model.arch = "lpips_attnwav2lip"
+  c.batch_size = 16
+  c.num_steps = 500_000
+  c.eval_every = 3000
+  c.eval_batches = 300
+  c.checkpoint_every = 3000
+  c.optimizer.learning_rate = 1e-4
+  c.loss.l1 = 1.0
+  c.loss.l1_complement = True
+  c.loss.lpips = 0.1
+  c.lpips_net = "vgg16"
+  c.loss.gan = 0.0
+  c.sync_schedule.initial = 0.0
+  c.sync_schedule.value = 0.03
+  c.sync_schedule.threshold = 0.75
+  if arg == "tiny":
+    config_lib.tiny(c)
+    c.lpips_net = "alexnet"   # 10x cheaper than VGG16 on a CPU
+  elif arg:
+    raise ValueError(f"unknown config variant {arg!r}; expected 'tiny'")
+  return c

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Lip-sync a face video or photo to speech.
+
+    python infer.py --checkpoint CKPT --face FACE --audio AUDIO --outfile OUT.mp4
+    python infer.py --checkpoint CKPT --jobs jobs.csv [--report report.json]
+
+CKPT is an exported model directory, a training workdir or an upstream
+PyTorch .pth. FACE is a video or a still image (.png/.jpg/...); AUDIO is any
+file ffmpeg reads (wav, mp3, the audio of an mp4, ...). In batch mode every
+row `face,audio,outfile` of the CSV (relative paths are relative to the CSV)
+is run with the same compiled model; failing rows are reported and skipped.
+
+Exit status: 0 on success, 1 when some batch jobs failed, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      description="Lip-sync a face video or photo to speech (JAX Wav2Lip / LPIPS-AttnWav2Lip).")
+  p.add_argument("--checkpoint", required=True,
+                 help="exported model dir, training workdir or upstream .pth")
+  p.add_argument("--face", help="face video or still image")
+  p.add_argument("--audio", help="speech: any file ffmpeg reads")
+  p.add_argument("--outfile", help="output video (.mp4)")
+  p.add_argument("--jobs", help="CSV of face,audio,outfile rows (batch mode)")
+  p.add_argument("--report", help="write the run report(s) as JSON here")
+  p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0],
+                 metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                 help="padding of the detected face box (default 0 10 0 0)")
+  p.add_argument("--resize-factor", "--resize_factor", type=int, default=1,
+                 help="downscale the frames by this factor first")
+  p.add_argument("--nosmooth", action="store_true", help="do not smooth the boxes over time")
+  p.add_argument("--box", type=int, nargs=4, default=None,
+                 metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                 help="fixed face box for every frame (skips detection)")
+  p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
+  p.add_argument("--batch-size", "--batch_size", type=int, default=64,
+                 help="generator batch size")
+  p.add_argument("--static", action="store_true", help="use only the first frame of the video")
+  p.add_argument("--hard-paste", action="store_true",
+                 help="paste the whole box as upstream (no feathering/colour matching)")
+  p.add_argument("--detector", default="default", help="face detector name")
+  p.add_argument("--cache-dir", default=None,
+                 help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
+  p.add_argument("--no-cache", action="store_true", help="do not read or write the box cache")
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def _write_json(path: str, data) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix=".report", suffix=".json", dir=folder)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip()
+  msg = text.splitlines()[0] if text else type(e).__name__
+  return msg if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {msg}"
+
+
+def _summary(report) -> str:
+  t = report.timings
+  stages = " ".join(f"{k}={t[k]:.2f}s" for k in ("decode", "detect", "mel", "generate",
+                                                  "paste", "encode"))
+  cached = " (boxes cached)" if report.detection_cached else ""
+  return (f"{report.outfile}: {report.frames} frames at {report.fps:g} fps, "
+          f"{report.frames_without_face} without face{cached}, "
+          f"{report.frames / max(t['total'], 1e-9):.1f} fps end to end [{stages}]")
+
+
+def _quick_check(args) -> str | None:
+  """The cheapest input errors (the full checks are `inference.prepare`)."""
+  if not os.path.exists(args.checkpoint):
+    return f"checkpoint not found: {args.checkpoint}"
+  if args.jobs is not None:
+    return None if os.path.isfile(args.jobs) else f"jobs file not found: {args.jobs}"
+  for what, path in (("face", args.face), ("audio", args.audio)):
+    if not os.path.exists(path):
+      return f"{what} file not found: {path}"
+  folder = os.path.dirname(os.path.abspath(args.outfile))
+  if not os.path.isdir(folder):
+    return f"output folder does not exist: {folder}"
+  return None
+
+
+def main(argv: list[str] | None = None, make_syncer=None) -> int:
+  """CLI entry point; returns the exit status.
+
+  `make_syncer(checkpoint, options)` replaces `LipSyncer.from_checkpoint`
+  (tests pass one that reuses an already compiled model).
+  """
+  args = _parser().parse_args(argv)
+  batch = args.jobs is not None
+  if batch and any(v is not None for v in (args.face, args.audio, args.outfile)):
+    print("error: use either --jobs or --face/--audio/--outfile, not both", file=sys.stderr)
+    return 2
+  if not batch and None in (args.face, args.audio, args.outfile):
+    print("error: --face, --audio and --outfile are required (or --jobs CSV)", file=sys.stderr)
+    return 2
+
+  # Path checks before the (slow) imports, so that typos fail instantly.
+  problem = _quick_check(args)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+  try:
+    from lipsync_jax import inference
+    options = inference.InferenceOptions(
+        pads=tuple(args.pads), resize_factor=args.resize_factor, nosmooth=args.nosmooth,
+        box=tuple(args.box) if args.box else None, fps=args.fps, batch_size=args.batch_size,
+        static=args.static, hard_paste=args.hard_paste, detector=args.detector,
+        box_cache=not args.no_cache, cache_dir=args.cache_dir)
+    if batch:
+      jobs = inference.open_jobs(args.jobs)
+    else:
+      # Input checks first, so bad input fails before the model is loaded.
+      job = inference.prepare(args.face, args.audio, args.outfile, options)
+    syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
+    if not batch:
+      report = syncer.run_prepared(job)
+      print(_summary(report))
+      for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+      if args.report:
+        _write_json(args.report, report.to_dict())
+      return 0
+
+    def show(res):
+      if res.ok:
+        print(f"ok    {_summary(res.report)}")
+      else:
+        print(f"FAIL  {res.face} + {res.audio} -> {res.outfile}: {res.error}")
+      sys.stdout.flush()
+
+    results = inference.run_jobs(syncer, jobs, on_result=show)
+    failed = sum(not r.ok for r in results)
+    n = syncer.compilations
+    print(f"{len(results) - failed}/{len(results)} jobs succeeded; generator compiled "
+          + ("once" if n == 1 else f"{n} times"))
+    if args.report:
+      _write_json(args.report, [r.to_dict() for r in results])
+    return 1 if failed else 0
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # one line for users; --debug for the traceback
+    if args.debug:
+      raise
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,3 @@
+"""lipsync-jax: lip-sync models, training and inference in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,228 @@
+"""Sample transforms and grain loaders (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain.python as grain
+import numpy as np
+
+from lipsync_jax.data import KINDS
+from lipsync_jax.data import format as fmt
+from lipsync_jax.data import sources
+DEFAULT_MIN_OFFSET = 5      # syncnet negatives: |g - f| >= 5 frames (0.2 s)
+DEFAULT_REF_MIN_OFFSET = 1  # generator reference window != target window
+
+
+def _windows(reader: fmt.ClipReader, clip: fmt.ClipMeta, start: int,
+             count: int) -> np.ndarray:
+  """(count, 80, 16, 1) float32 mel windows of frames start..start+count-1."""
+  first = sources.mel_start(start, clip.fps)
+  last = sources.mel_start(start + count - 1, clip.fps)
+  block = reader.mel(clip, first, last + sources.MEL_WINDOW)
+  out = np.stack([
+      block[:, s - first:s - first + sources.MEL_WINDOW]
+      for s in (sources.mel_start(start + k, clip.fps) for k in range(count))
+  ])
+  return out[..., None]
+
+
+class _SampleBase(grain.RandomMapTransform):
+  """Holds the split's clips and a lazily-opened shard reader."""
+
+  def __init__(self, index: fmt.DatasetIndex, clips: list[fmt.ClipMeta],
+               with_meta: bool):
+    self.clips = clips
+    self.windows = [sources.clip_windows(c) for c in clips]
+    self.reader = fmt.ClipReader(index.data_dir, index.codec, index.img_size)
+    self.with_meta = with_meta
+
+
+class SyncNetSample(_SampleBase):
+  """{"clip": i} -> a SyncNet sample (contract 5).
+
+  With probability 1/2 (seeded coin) the face window starts at the audio
+  window's frame f (label 1); otherwise at a face-valid g of the same clip
+  with |g - f| >= min_offset (label 0). No window spans a frame without a
+  face; the audio window is always [int(80 f / fps), +16).
+  """
+
+  def __init__(self, index, clips, min_offset: int = DEFAULT_MIN_OFFSET,
+               with_meta: bool = False):
+    super().__init__(index, clips, with_meta)
+    if min_offset < 1:
+      raise ValueError(f"min_offset must be >= 1, got {min_offset}")
+    self.min_offset = min_offset
+    self.audio_starts = [sources.syncnet_audio_starts(w, min_offset)
+                         for w in self.windows]
+
+  def random_map(self, element: dict[str, int],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    ci = element["clip"]
+    clip, w = self.clips[ci], self.windows[ci]
+    f = int(rng.choice(self.audio_starts[ci]))
+    positive = bool(rng.random() < 0.5)
+    if positive:
+      g = f
+    else:
+      cands = w.face[np.abs(w.face - f) >= self.min_offset]
+      g = int(rng.choice(cands))
+    a0 = sources.mel_start(f, clip.fps)
+    out = {
+        "faces": self.reader.frames(clip, g, sources.WINDOW),
+        "audio": self.reader.mel(clip, a0, a0 + sources.MEL_WINDOW)[..., None],
+        "label": np.float32(positive),
+    }
+    if self.with_meta:
+      out.update(clip_index=np.int32(ci), face_start=np.int32(g),
+                 audio_start=np.int32(f))
+    return out
+
+
+class GeneratorSample(_SampleBase):
+  """{"clip": i} -> a generator sample (contract 5).
+
+  target: frames f..f+4; reference: frames r..r+4 of the same clip with
+  |r - f| >= ref_min_offset; audio: per-frame windows [int(80 (f+k) / fps),
+  +16) for k = 0..4; sync_audio: [int(80 f / fps), +16) (equal to audio[0]
+  under the shared alignment convention).
+  """
+
+  def __init__(self, index, clips, ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
+               with_meta: bool = False):
+    super().__init__(index, clips, with_meta)
+    if ref_min_offset < 1:
+      raise ValueError(f"ref_min_offset must be >= 1, got {ref_min_offset}")
+    self.ref_min_offset = ref_min_offset
+    self.starts = [sources.generator_starts(w, ref_min_offset)
+                   for w in self.windows]
+
+  def random_map(self, element: dict[str, int],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    ci = element["clip"]
+    clip, w = self.clips[ci], self.windows[ci]
+    f = int(rng.choice(self.starts[ci]))
+    r = int(rng.choice(w.face[np.abs(w.face - f) >= self.ref_min_offset]))
+    audio = _windows(self.reader, clip, f, sources.WINDOW)
+    out = {
+        "target": self.reader.frames(clip, f, sources.WINDOW),
+        "reference": self.reader.frames(clip, r, sources.WINDOW),
+        "audio": audio,
+        "sync_audio": audio[0].copy(),
+    }
+    if self.with_meta:
+      out.update(clip_index=np.int32(ci), target_start=np.int32(f),
+                 reference_start=np.int32(r))
+    return out
+
+
+def _ensure_absl_flags_parsed() -> None:
+  """grain's worker processes read absl flags; outside an absl app (scripts,
+  pytest) nobody parsed them, so mark the defaults as parsed."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  return shard_index, shard_count
+
+
+def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
+           global_batch_size: int, seed: int, *, shuffle: bool,
+           num_epochs: int | None, worker_count: int,
+           shard_index: int | None, shard_count: int | None,
+           drop_remainder: bool, windows_per_clip: int = 1,
+           min_offset: int = DEFAULT_MIN_OFFSET,
+           ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
+           with_meta: bool = False,
+           worker_buffer_size: int = 2,
+           read_threads: int = 2) -> grain.DataLoader:
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+  shard_index, shard_count = _shard(shard_index, shard_count)
+  if global_batch_size <= 0 or global_batch_size % shard_count:
+    raise ValueError(f"global_batch_size {global_batch_size} must be a "
+                     f"positive multiple of the process count {shard_count}")
+  index = fmt.load_index(data_dir)
+  clips = sources.eligible_clips(index.split(split), kind, min_offset,
+                                 ref_min_offset)
+  if not clips:
+    raise fmt.DatasetFormatError(f"split {split!r} of {data_dir} has no clip "
+                                 f"long enough for a {kind} sample")
+  source = sources.ClipSource(len(clips), windows_per_clip)
+  if worker_count > 0:
+    _ensure_absl_flags_parsed()
+  if kind == "syncnet":
+    transform = SyncNetSample(index, clips, min_offset, with_meta)
+  else:
+    transform = GeneratorSample(index, clips, ref_min_offset, with_meta)
+  shard_options = grain.ShardOptions(shard_index, shard_count,
+                                     drop_remainder=drop_remainder)
+  sampler = sources.EpochSampler(
+      num_records=len(source), shard_options=shard_options, shuffle=shuffle,
+      num_epochs=num_epochs, seed=seed)
+  return grain.DataLoader(
+      data_source=source, sampler=sampler,
+      operations=[transform,
+                  grain.Batch(global_batch_size // shard_count,
+                              drop_remainder=drop_remainder)],
+      worker_count=worker_count, worker_buffer_size=worker_buffer_size,
+      shard_options=shard_options,
+      read_options=grain.ReadOptions(num_threads=read_threads,
+                                     prefetch_buffer_size=4 * read_threads))
+
+
+def make_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
+                global_batch_size: int, seed: int, *,
+                num_epochs: int | None = None, worker_count: int = 0,
+                shard_index: int | None = None, shard_count: int | None = None,
+                **sample_options: Any) -> grain.DataLoader:
+  """Training loader: shuffled, seeded, resumable, sharded by process.
+
+  Args:
+    data_dir: dataset directory (index.json, shards/, splits/).
+    split: 'train', 'val', 'test' or 'all'.
+    kind: 'syncnet' or 'generator' (batch layouts in the package docstring).
+    global_batch_size: batch over all processes; each process yields
+      global_batch_size // shard_count samples per batch.
+    seed: seeds the epoch permutation and every window choice.
+    num_epochs: None for an endless stream.
+    worker_count: grain worker processes (0 = in-process).
+    shard_index, shard_count: default jax.process_index()/process_count().
+    **sample_options: windows_per_clip (1: records per clip per epoch),
+      min_offset (5), ref_min_offset (1), with_meta (False: add clip_index and
+      window starts to the batch), worker_buffer_size (2), read_threads (2:
+      reader threads per process/worker).
+
+  Returns:
+    A grain DataLoader; ``iter(loader)`` has get_state()/set_state().
+  """
+  return _build(data_dir, split, kind, global_batch_size, seed, shuffle=True,
+                num_epochs=num_epochs, worker_count=worker_count,
+                shard_index=shard_index, shard_count=shard_count,
+                drop_remainder=True, **sample_options)
+
+
+def make_eval_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
+                     global_batch_size: int, seed: int = 0, *,
+                     worker_count: int = 0, shard_index: int | None = None,
+                     shard_count: int | None = None,
+                     drop_remainder: bool = False,
+                     **sample_options: Any) -> grain.DataLoader:
+  """Evaluation loader: one pass over the split in clip order, finite.
+
+  Deterministic: the same windows for the same seed on every call. The last
+  batch is partial unless drop_remainder=True. Options as ``make_loader``.
+  """
+  return _build(data_dir, split, kind, global_batch_size, seed, shuffle=False,
+                num_epochs=1, worker_count=worker_count,
+                shard_index=shard_index, shard_count=shard_count,
+                drop_remainder=drop_remainder, **sample_options)

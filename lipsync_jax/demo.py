@@ -1,0 +1,525 @@
+"""The one-command end-to-end demo: synthesise, prepare, train, lip-sync, score.
+
+    python -m lipsync_jax.demo --workdir runs/demo [--quick] [--seed 0]
+
+Offline and on CPU, from installed packages only:
+
+1. synthesize  talking-face clips (`lipsync_jax.synthetic`: eSpeak NG speech,
+               the skimage astronaut in 4 identities, a mouth drawn from the
+               phoneme timings) as mp4 files in DIR/raw/id<k>/. Identity 3 is
+               held out of training: its clips form the val split.
+               DIR/heldout/ holds a held-out face clip (identity 3), an unseen
+               sentence (speech.wav) and the ground truth (identity 3 saying
+               that sentence with the same head motion).
+2. prepare     DIR/raw -> DIR/data with `data_prep` (real detector, packed
+               ArrayRecord format); splits: train = identities 0-2, val =
+               identity 3.
+3. expert      train the SyncNet (configs/demo.py:syncnet) -> DIR/expert.
+4. generator   train LPIPS-AttnWav2Lip against it (configs/demo.py:generator)
+               -> DIR/generator.
+5. lipsync     the held-out face to the held-out sentence with the inference
+               pipeline, with the initial (untrained) and the trained weights.
+6. evaluate    LSE-D / LSE-C (our expert as scorer) of before, after and the
+               ground truth, with the evaluation code.
+7. report      DIR/demo.mp4 (input | output | ground truth, with the audio),
+               DIR/report/ (loss curves, mouth-crop grid), DIR/demo_summary.json
+               and the printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+# jax, flax and the training code are imported inside the stages, so that
+# `--help` and argument errors are instant.
+
+IDENTITIES = 4
+HELDOUT_IDENTITY = 3
+STAGES = ("synthesize", "prepare", "expert", "generator", "lipsync", "evaluate", "report")
+
+
+class DemoError(ValueError):
+  """A demo failure with a one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSpec:
+  """Sizes of a demo run.
+
+  Attributes:
+    clips_per_identity: training clips per training identity (0-2).
+    val_clips: clips of the held-out identity (the val split).
+    num_phrases: phrases per sentence (a phrase is ~1.5 s of speech).
+    heldout_pairs: held-out (face clip, sentence) pairs that are scored; the
+      first one is the demo video.
+    quick: use the `_quick` training configs.
+  """
+  clips_per_identity: int
+  val_clips: int
+  num_phrases: int
+  heldout_pairs: int
+  quick: bool
+
+
+FULL = DemoSpec(clips_per_identity=10, val_clips=6, num_phrases=2, heldout_pairs=3,
+                quick=False)
+QUICK = DemoSpec(clips_per_identity=4, val_clips=3, num_phrases=2, heldout_pairs=2,
+                 quick=True)
+
+
+# -----------------------------------------------------------------------------
+# Configs.
+# -----------------------------------------------------------------------------
+
+def _repo_root() -> pathlib.Path:
+  return pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(variant: str):
+  """`configs/demo.py:<variant>` as an ml_collections ConfigDict."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = _repo_root() / "configs" / "demo.py"
+  if not path.is_file():
+    raise DemoError(f"demo config not found: {path} (run the demo from a source checkout)")
+  spec = importlib.util.spec_from_file_location("_lipsync_demo_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+# -----------------------------------------------------------------------------
+# Stage 1: synthetic data.
+# -----------------------------------------------------------------------------
+
+def _clip_plan(spec: DemoSpec, seed: int) -> list[tuple[str, int, int]]:
+  """(relative path, identity, clip seed) of every raw clip."""
+  plan = []
+  base = 1000 * (seed + 1)
+  k = 0
+  for ident in range(IDENTITIES):
+    n = spec.val_clips if ident == HELDOUT_IDENTITY else spec.clips_per_identity
+    for j in range(n):
+      plan.append((f"id{ident}/clip{j:03d}.mp4", ident, base + k))
+      k += 1
+  return plan
+
+
+def synthesize_data(workdir: pathlib.Path, spec: DemoSpec, seed: int,
+                    progress: bool = True) -> dict[str, Any]:
+  """Writes DIR/raw/id<k>/*.mp4 and DIR/heldout/pair<j>/{face.mp4, speech.wav,
+  ground_truth.mp4}; returns a description of the held-out pairs."""
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import synthetic  # pylint: disable=import-outside-toplevel
+
+  plan = _clip_plan(spec, seed)
+  raw = workdir / "raw"
+  used_texts = set()
+  bar = tqdm(total=len(plan) + 2 * spec.heldout_pairs, desc="synthesize", unit="clip",
+             disable=not progress, dynamic_ncols=True)
+  with bar:
+    for rel, ident, clip_seed in plan:
+      path = raw / rel
+      clip = synthetic.make_clip(clip_seed, identity=ident, num_phrases=spec.num_phrases)
+      used_texts.add(clip.text)
+      if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        synthetic.write_clip(path, clip)
+      bar.update()
+    pairs = []
+    rng = np.random.default_rng(10_000 + seed)
+    for j in range(spec.heldout_pairs):
+      d = workdir / "heldout" / f"pair{j}"
+      d.mkdir(parents=True, exist_ok=True)
+      motion_seed = int(rng.integers(1 << 30))
+      # The face clip says a longer sentence, so that it covers the audio.
+      face_text = synthetic.random_sentence(rng, spec.num_phrases + 1)
+      face_voice = synthetic.random_voice(rng)
+      text = synthetic.random_sentence(rng, spec.num_phrases)
+      while text in used_texts:
+        text = synthetic.random_sentence(rng, spec.num_phrases)
+      voice = synthetic.random_voice(rng)
+      face = synthetic.render_clip(face_text, HELDOUT_IDENTITY, motion_seed=motion_seed,
+                                   **face_voice)
+      synthetic.write_clip(d / "face.mp4", face)
+      bar.update()
+      truth = synthetic.render_clip(text, HELDOUT_IDENTITY, motion_seed=motion_seed, **voice)
+      synthetic.write_clip(d / "ground_truth.mp4", truth)
+      _write_wav(d / "speech.wav", truth.wav, synthetic.SAMPLE_RATE, sf)
+      bar.update()
+      pairs.append({"dir": str(d), "face_text": face_text, "text": text,
+                    "voice": voice["voice"], "frames": int(len(truth.frames))})
+  return {"clips": len(plan), "train_clips": sum(1 for p in plan if p[1] != HELDOUT_IDENTITY),
+          "val_clips": spec.val_clips, "heldout": pairs}
+
+
+def _write_wav(path: pathlib.Path, wav: np.ndarray, sr: int, sf) -> None:
+  tmp = path.with_name(f".{path.name}.tmp.wav")
+  sf.write(tmp, wav, sr, subtype="PCM_16")
+  os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------
+# Stage 2: data_prep.
+# -----------------------------------------------------------------------------
+
+def prepare_data(workdir: pathlib.Path, progress: bool = True) -> dict[str, Any]:
+  """data_prep on DIR/raw, then train/val splits by identity."""
+  from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.data import preprocess_lib  # pylint: disable=import-outside-toplevel
+  data_dir = workdir / "data"
+  report = preprocess_lib.run(workdir / "raw", data_dir, preprocess_lib.PrepConfig(),
+                              workers=1, progress=progress)
+  index = fmt.load_index(data_dir)
+  held = f"id{HELDOUT_IDENTITY}/"
+  train = [c.clip_id for c in index.clips if not c.clip_id.startswith(held)]
+  val = [c.clip_id for c in index.clips if c.clip_id.startswith(held)]
+  if not train or not val:
+    raise DemoError(f"data_prep kept {len(train)} training and {len(val)} held-out clips; "
+                    f"see {data_dir / 'report.json'}")
+  fmt.write_splits(data_dir, {"train": train, "val": val, "test": val})
+  failed = [e for e in report.get("clips", []) if e.get("status") != "ok"]
+  return {"data_dir": str(data_dir), "train_clips": len(train), "val_clips": len(val),
+          "failed": len(failed)}
+
+
+# -----------------------------------------------------------------------------
+# Stages 3-4: training.
+# -----------------------------------------------------------------------------
+
+def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
+          progress: bool = True) -> dict[str, Any]:
+  """Runs `train_lib.train_and_evaluate` with the demo config of `phase`."""
+  from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
+  config = load_config(phase + ("_quick" if spec.quick else ""))
+  config.data_dir = str(workdir / "data")
+  config.seed = int(seed)
+  config.progress_bar = progress
+  if phase == "generator":
+    config.syncnet_checkpoint = str(workdir / "expert" / "model")
+  out = workdir / ("expert" if phase == "syncnet" else "generator")
+  return train_lib.train_and_evaluate(config, str(out))
+
+
+def initial_generator(workdir: pathlib.Path, spec: DemoSpec, seed: int) -> pathlib.Path:
+  """Exports the generator's initial weights (the trainer's init for `seed`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
+  config = load_config("generator" + ("_quick" if spec.quick else ""))
+  kwargs = train_lib.model_kwargs(config)
+  module = models.create(config.model.arch, **kwargs)
+  init_rng, _ = jax.random.split(jax.random.PRNGKey(int(seed)))
+  variables = jax.jit(lambda r: module.init(
+      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 96, 96, 6)), train=False))(init_rng)
+  path = workdir / "generator_init"
+  if not path.exists():
+    checkpoint.save_model(str(path), config.model.arch, kwargs,
+                          jax.device_get(dict(variables)), extra_meta={"step": 0})
+  return path
+
+
+# -----------------------------------------------------------------------------
+# Stages 5-6: lip-sync and evaluation.
+# -----------------------------------------------------------------------------
+
+def lipsync(workdir: pathlib.Path, pairs: Sequence[dict[str, Any]],
+            progress: bool = True) -> dict[str, Any]:
+  """Runs the inference pipeline for every held-out pair, before and after."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  models = {"before": workdir / "generator_init", "after": workdir / "generator" / "model"}
+  cache = str(workdir / "cache")
+  out: dict[str, Any] = {}
+  bar = tqdm(total=len(models) * len(pairs), desc="lipsync", unit="video",
+             disable=not progress, dynamic_ncols=True)
+  with bar:
+    for name, ckpt in models.items():
+      syncer = inference.LipSyncer.from_checkpoint(ckpt, batch_size=16, cache_dir=cache)
+      for pair in pairs:
+        d = pathlib.Path(pair["dir"])
+        target = d / f"{name}.mp4"
+        report = syncer.run(d / "face.mp4", d / "speech.wav", target)
+        out.setdefault(name, []).append(report.to_dict())
+        bar.update()
+  return out
+
+
+def score_videos(workdir: pathlib.Path, pairs: Sequence[dict[str, Any]],
+                 progress: bool = True) -> dict[str, Any]:
+  """LSE-D / LSE-C of before, after and ground truth with the trained expert.
+
+  Returns per-video scores, their means, and the face crops of the first
+  pair (for the mouth grid)."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import face_detection  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import metrics  # pylint: disable=import-outside-toplevel
+  scorer = metrics.load_scorer(str(workdir / "expert" / "model"))
+  detector = face_detection.create_detector("default")
+  names = ("before", "after", "ground_truth")
+  scores: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+  crops_first: dict[str, np.ndarray] = {}
+  bar = tqdm(total=len(names) * len(pairs), desc="evaluate", unit="video",
+             disable=not progress, dynamic_ncols=True)
+  with bar:
+    for j, pair in enumerate(pairs):
+      d = pathlib.Path(pair["dir"])
+      for n in names:
+        path = d / f"{n}.mp4"
+        crops, first, fps, _ = evaluate.video_face_crops(str(path), scorer.face_size,
+                                                         detector, min_frames=10)
+        result = metrics.sync_scores(scorer, crops, metrics.ClipAudio(
+            wav=audio_lib.load_audio(path)), fps, first_frame=first)
+        scores[n].append({"lse_d": result.lse_d, "lse_c": result.lse_c,
+                          "offset": result.offset})
+        if j == 0:
+          crops_first[n] = crops
+        bar.update()
+  summary = {n: {"lse_d": float(np.mean([s["lse_d"] for s in v])),
+                 "lse_c": float(np.mean([s["lse_c"] for s in v])),
+                 "per_video": v} for n, v in scores.items()}
+  return {"scorer": scorer.name, "scores": summary, "crops": crops_first}
+
+
+# -----------------------------------------------------------------------------
+# Stage 7: outputs.
+# -----------------------------------------------------------------------------
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+  import cv2  # pylint: disable=import-outside-toplevel
+  img = img.copy()
+  cv2.putText(img, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+  cv2.putText(img, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+              cv2.LINE_AA)
+  return img
+
+
+def write_side_by_side(pair_dir: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
+  """input | output (trained) | ground truth, with the held-out speech."""
+  from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import video as video_lib  # pylint: disable=import-outside-toplevel
+  streams = [("input", pair_dir / "face.mp4"), ("output", pair_dir / "after.mp4"),
+             ("ground truth", pair_dir / "ground_truth.mp4")]
+  info = video_lib.probe(str(streams[1][1]))
+  wav = audio_lib.load_audio(str(pair_dir / "speech.wav"))
+  iters = [video_lib.iter_frames(str(p)) for _, p in streams]
+  h, w = info.height, info.width
+  n = 0
+  with video_lib.VideoWriter(str(out), info.fps, 3 * w, h,
+                             audio=(wav, audio_lib.SAMPLE_RATE)) as writer:
+    for frames in zip(*iters):
+      row = [_label(f if f.shape[:2] == (h, w) else _resize(f, w, h), name)
+             for f, (name, _) in zip(frames, streams)]
+      writer.write(np.concatenate(row, axis=1))
+      n += 1
+  return {"path": str(out), "frames": n, "fps": info.fps, "width": 3 * w, "height": h}
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+  import cv2  # pylint: disable=import-outside-toplevel
+  return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _save_fig(fig, path: pathlib.Path) -> None:
+  tmp = path.with_name(f".{path.name}.tmp.png")
+  fig.savefig(tmp, dpi=100, bbox_inches="tight")
+  os.replace(tmp, path)
+
+
+def write_report(workdir: pathlib.Path, crops: dict[str, np.ndarray]) -> list[str]:
+  """DIR/report/loss_curves.png and DIR/report/mouth_grid.png."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  report = workdir / "report"
+  report.mkdir(exist_ok=True)
+  written = []
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  for ax, (name, sub, keys) in zip(axes, (
+      ("expert (SyncNet)", "expert", ("loss", "accuracy")),
+      ("generator (LPIPS-AttnWav2Lip)", "generator", ("loss", "l1", "sync", "lpips")))):
+    train_rows = _read_jsonl(workdir / sub / "metrics.jsonl")
+    eval_rows = _read_jsonl(workdir / sub / "eval.jsonl")
+    for k in keys:
+      pts = [(r["step"], r[k]) for r in train_rows if k in r]
+      if pts:
+        s, v = np.asarray(pts, np.float64).T
+        width = max(1, min(25, len(v) // 10))
+        smooth = np.convolve(v, np.ones(width) / width, mode="valid")
+        ax.plot(s[width - 1:], smooth, label=f"train {k}")
+      pts = [(r["step"], r[k]) for r in eval_rows if k in r]
+      if pts:
+        s, v = np.asarray(pts, np.float64).T
+        ax.plot(s, v, "o--", label=f"val {k}")
+    ax.set_title(name)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  _save_fig(fig, report / "loss_curves.png")
+  plt.close(fig)
+  written.append(str(report / "loss_curves.png"))
+
+  if crops:
+    names = [n for n in ("before", "after", "ground_truth") if n in crops]
+    n = min(len(crops[k]) for k in names)
+    cols = np.linspace(0, n - 1, min(10, n)).astype(int)
+    fig, axes = plt.subplots(len(names), len(cols), figsize=(1.2 * len(cols), 1.0 * len(names)),
+                             squeeze=False)
+    for i, name in enumerate(names):
+      for j, t in enumerate(cols):
+        mouth = crops[name][t][48:, :, ::-1]   # lower half, BGR -> RGB
+        axes[i, j].imshow(mouth)
+        axes[i, j].set_xticks([])
+        axes[i, j].set_yticks([])
+        if j == 0:
+          axes[i, j].set_ylabel(name.replace("_", " "), fontsize=7)
+        if i == 0:
+          axes[i, j].set_title(f"frame {t}", fontsize=7)
+    _save_fig(fig, report / "mouth_grid.png")
+    plt.close(fig)
+    written.append(str(report / "mouth_grid.png"))
+  return written
+
+
+def format_table(summary: dict[str, Any]) -> str:
+  """The printed result table."""
+  lines = []
+  acc = summary.get("expert_val_accuracy")
+  lines.append(f"expert val accuracy (held-out identity, chance 50%): "
+               f"{100 * acc:.1f}%" if acc is not None else "expert val accuracy: n/a")
+  scores = summary.get("sync", {}).get("scores", {})
+  if scores:
+    lines.append(f"{'video':<26}{'LSE-D (lower=better)':>22}{'LSE-C (higher=better)':>23}")
+    for name, label in (("before", "before training (init)"), ("after", "after training"),
+                        ("ground_truth", "ground truth")):
+      if name in scores:
+        s = scores[name]
+        lines.append(f"{label:<26}{s['lse_d']:>22.4f}{s['lse_c']:>23.4f}")
+  lines.append("time per stage:")
+  for stage, secs in summary.get("timings_s", {}).items():
+    lines.append(f"  {stage:<12}{secs:8.1f} s")
+  return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+# Driver.
+# -----------------------------------------------------------------------------
+
+def _check_workdir(workdir: pathlib.Path, force: bool) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    raise DemoError(f"--workdir {workdir} exists and is not a directory")
+  if workdir.is_dir() and any(workdir.iterdir()):
+    if not force:
+      raise DemoError(f"--workdir {workdir} is not empty; pass --force to replace it")
+    if not (workdir / "raw").is_dir() and not (workdir / "demo_summary.json").is_file():
+      raise DemoError(f"--workdir {workdir} does not look like a demo directory; "
+                      f"refusing to delete it")
+    shutil.rmtree(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_json(path: pathlib.Path, data: Any) -> None:
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=".tmp", delete=False) as f:
+    json.dump(data, f, indent=2)
+    tmp = f.name
+  os.replace(tmp, path)
+
+
+def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
+             force: bool = False, progress: bool = True,
+             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+             ) -> dict[str, Any]:
+  """Runs every stage; returns (and writes to DIR/demo_summary.json) the summary."""
+  spec = QUICK if quick else FULL
+  workdir = pathlib.Path(workdir).resolve()
+  _check_workdir(workdir, force)
+  timings: dict[str, float] = {}
+  summary: dict[str, Any] = {"workdir": str(workdir), "quick": quick, "seed": seed,
+                             "spec": dataclasses.asdict(spec), "timings_s": timings}
+  t_all = time.perf_counter()
+
+  def stage(name: str, fn, *args, **kwargs):
+    log(f"== {name}")
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    timings[name] = round(time.perf_counter() - t0, 1)
+    return result
+
+  data = stage("synthesize", synthesize_data, workdir, spec, seed, progress)
+  summary["data"] = data
+  summary["prepare"] = stage("prepare", prepare_data, workdir, progress)
+  expert = stage("expert", train, workdir, "syncnet", spec, seed, progress)
+  summary["expert"] = _brief(expert)
+  summary["expert_val_accuracy"] = (expert.get("final_eval") or {}).get("accuracy")
+  generator = stage("generator", train, workdir, "generator", spec, seed, progress)
+  summary["generator"] = _brief(generator)
+
+  def _lipsync():
+    initial_generator(workdir, spec, seed)
+    return lipsync(workdir, data["heldout"], progress)
+  summary["lipsync"] = stage("lipsync", _lipsync)
+  sync = stage("evaluate", score_videos, workdir, data["heldout"], progress)
+  crops = sync.pop("crops")
+  summary["sync"] = sync
+
+  def _outputs():
+    video = write_side_by_side(pathlib.Path(data["heldout"][0]["dir"]), workdir / "demo.mp4")
+    return {"video": video, "report": write_report(workdir, crops)}
+  summary["outputs"] = stage("report", _outputs)
+  timings["total"] = round(time.perf_counter() - t_all, 1)
+  _write_json(workdir / "demo_summary.json", summary)
+  return summary
+
+
+def _brief(train_summary: dict[str, Any]) -> dict[str, Any]:
+  keys = ("status", "step", "wall_time_s", "steps_per_s", "final_train", "final_eval")
+  return {k: train_summary.get(k) for k in keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(
+      description="End-to-end demo: synthetic data -> data_prep -> SyncNet -> "
+      "LPIPS-AttnWav2Lip -> lip-sync -> LSE scores, offline on CPU.")
+  p.add_argument("--workdir", required=True, help="output folder (created)")
+  p.add_argument("--quick", action="store_true", help="reduced version (CI)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--force", action="store_true", help="replace an existing demo workdir")
+  p.add_argument("--no-progress", action="store_true")
+  a = p.parse_args(argv)
+  try:
+    summary = run_demo(a.workdir, quick=a.quick, seed=a.seed, force=a.force,
+                       progress=not a.no_progress)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    return 2
+  print(format_table(summary))
+  print(f"video: {summary['outputs']['video']['path']}")
+  print(f"report: {pathlib.Path(summary['workdir']) / 'report'}")
+  print(f"summary: {pathlib.Path(summary['workdir']) / 'demo_summary.json'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,162 @@
+"""Loss functions for the expert and the generators. All pure, all NHWC.
+
+Images are BGR floats in [0, 1]. Every loss returns a float32 scalar (the
+mean over its inputs) unless stated otherwise, whatever the compute dtype of
+its inputs, so that bf16 models still reduce in float32.
+
+The probability BCE copies PyTorch's `F.binary_cross_entropy`, including its
+clamp of each log term at -100, so that a probability of exactly 0 or 1 gives
+a large but finite loss (upstream trains the expert with BCE on the raw
+cosine similarity, which does reach 0 and 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+LOG_CLAMP = -100.0
+
+
+def _f32(x: Array) -> Array:
+  return jnp.asarray(x, jnp.float32)
+
+
+def l1(pred: Array, target: Array) -> Array:
+  """Mean absolute error over all elements; any matching shapes."""
+  return jnp.mean(jnp.abs(_f32(pred) - _f32(target)))
+
+
+def bce(prob: Array, label: Array | float) -> Array:
+  """PyTorch `binary_cross_entropy` (mean reduction) on probabilities.
+
+  Args:
+    prob: (...) probabilities in [0, 1].
+    label: (...) or scalar targets in [0, 1].
+  Returns:
+    Scalar: mean of -(y log p + (1 - y) log(1 - p)), each log clamped >= -100.
+  """
+  p = _f32(prob)
+  y = jnp.broadcast_to(_f32(label), p.shape)
+  log_p = _clamped_log(p)
+  log_1mp = _clamped_log(1.0 - p)
+  return -jnp.mean(y * log_p + (1.0 - y) * log_1mp)
+
+
+def _clamped_log(x: Array) -> Array:
+  """max(log x, -100) with a finite gradient (0 where clamped, even at x=0)."""
+  pos = x > 0
+  log_x = jnp.log(jnp.where(pos, x, 1.0))
+  return jnp.where(pos & (log_x > LOG_CLAMP), log_x, LOG_CLAMP)
+
+
+def bce_with_logits(logits: Array, label: Array | float) -> Array:
+  """Numerically stable BCE on logits (mean); same as `bce(sigmoid(logits))`."""
+  z = _f32(logits)
+  y = jnp.broadcast_to(_f32(label), z.shape)
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(z, y))
+
+
+def cosine_similarity(audio_emb: Array, face_emb: Array,
+                      eps: float = 1e-8) -> Array:
+  """Row-wise cosine of two (B, D) embeddings -> (B,) float32.
+
+  The expert already L2-normalises its outputs; normalising again is a no-op
+  for them and makes the function safe for arbitrary embeddings.
+  """
+  a = _f32(audio_emb)
+  v = _f32(face_emb)
+  num = jnp.sum(a * v, axis=-1)
+  den = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(v, axis=-1)
+  return num / jnp.maximum(den, eps)
+
+
+def syncnet_loss(audio_emb: Array, face_emb: Array, label: Array,
+                 logit_scale: Array | None = None,
+                 logit_bias: Array | None = None) -> tuple[Array, Array]:
+  """Expert training loss: BCE of the cosine similarity against the label.
+
+  Args:
+    audio_emb, face_emb: (B, D) embeddings (non-negative, L2-normalised).
+    label: (B,) 1.0 for in-sync pairs, 0.0 otherwise.
+    logit_scale, logit_bias: when given (scalars), the loss is BCE with
+      logits `scale * cos + bias` instead of upstream's BCE on the raw cosine.
+  Returns:
+    (loss scalar, cos (B,)).
+  """
+  cos = cosine_similarity(audio_emb, face_emb)
+  if logit_scale is None:
+    return bce(cos, label), cos
+  bias = 0.0 if logit_bias is None else logit_bias
+  return bce_with_logits(logit_scale * cos + bias, label), cos
+
+
+def lower_half_stack(frames: Array) -> Array:
+  """SyncNet face input from a 5-frame window.
+
+  Args:
+    frames: (B, T, H, W, C) frames (T = 5, H = 96, C = 3), BGR.
+  Returns:
+    (B, H // 2, W, T * C): the lower halves (rows H//2..) stacked on channels
+    in frame order, channel t * C + c = channel c of frame t (upstream's
+    `torch.cat([x[:, :, i] for i in range(T)], dim=1)`).
+  """
+  b, t, h, w, c = frames.shape
+  lower = frames[:, :, h // 2:]  # (B, T, H/2, W, C)
+  return jnp.transpose(lower, (0, 2, 3, 1, 4)).reshape(b, h - h // 2, w, t * c)
+
+
+def sync_loss(expert_apply: Callable[..., tuple[Array, Array]],
+              generated: Array, sync_audio: Array) -> tuple[Array, Array]:
+  """Expert sync loss of generated frames: BCE(cos(audio, lower halves), 1).
+
+  Args:
+    expert_apply: `fn(audio (B,80,16,1), faces (B,48,96,15)) -> (a, v)`,
+      the frozen expert with its variables and BN mode already bound.
+    generated: (B, 5, 96, 96, 3) generated frames in [0, 1].
+    sync_audio: (B, 80, 16, 1) mel window aligned with the 5 frames.
+  Returns:
+    (loss scalar, cos (B,)).
+  """
+  audio_emb, face_emb = expert_apply(sync_audio, lower_half_stack(generated))
+  cos = cosine_similarity(audio_emb, face_emb)
+  return bce(cos, 1.0), cos
+
+
+def gan_generator_loss(fake_logits: Array) -> Array:
+  """Non-saturating G loss, BCE(D(G(x)), 1), on the discriminator's logits."""
+  return bce_with_logits(fake_logits, 1.0)
+
+
+def gan_discriminator_loss(real_logits: Array, fake_logits: Array) -> Array:
+  """D loss BCE(D(y), 1) + BCE(D(G(x)), 0), summed as upstream's two
+  backward passes before one optimiser step. Logits (N, 1) each."""
+  return bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
+
+
+def lpips_loss(lpips_fn: Callable[[Array, Array], Array], pred: Array,
+               target: Array) -> Array:
+  """Mean LPIPS distance between generated and real frames.
+
+  Args:
+    lpips_fn: frozen LPIPS `fn(x (N,H,W,3), y (N,H,W,3)) -> (N,)` on BGR
+      images in [0, 1] (see `lipsync_jax.lpips`); its parameters are bound
+      by the caller and never trained.
+    pred, target: (B, T, H, W, 3) or (N, H, W, 3) in [0, 1].
+  Returns:
+    Scalar mean distance.
+  """
+  shape = pred.shape
+  x = pred.reshape((-1,) + shape[-3:])
+  y = target.reshape((-1,) + shape[-3:])
+  return jnp.mean(_f32(lpips_fn(x, y)))
+
+
+def all_finite(metrics: dict[str, Any]) -> Array:
+  """True when every leaf of `metrics` is finite (jit-friendly)."""
+  leaves = [jnp.all(jnp.isfinite(_f32(v))) for v in jax.tree_util.tree_leaves(metrics)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -1,0 +1,520 @@
+"""Evaluation metrics: LSE-D / LSE-C (lip sync), PSNR, SSIM and LPIPS.
+
+Lip-sync error (LSE), as computed by `syncnet_python` (Chung & Zisserman) and
+reported by Wav2Lip and its successors:
+
+  1. A SyncNet embeds every 5-frame video window v_i (frames i..i+4) and the
+     audio window a_i aligned with it, i = 0..N-1 (N = T - 4 complete windows;
+     syncnet_python stops one window earlier, an off-by-one we do not copy).
+  2. The audio feature sequence is zero-padded by `vshift` (15) on both sides,
+     and for every shift j in 0..2*vshift the distance
+        d[i, j] = || v_i - a_pad[i + j] + 1e-6 ||_2
+     is taken (PyTorch's `pairwise_distance`, eps included). Windows that fall
+     off the clip are NOT dropped: they meet the zero padding, exactly as in
+     syncnet_python, so short clips are penalised the same way.
+     `padding="exclude"` instead averages each shift over the windows that
+     meet real audio only. This matters for L2-normalised embeddings (our
+     expert): a zero vector is at distance 1 from every embedding, closer than
+     a badly mismatched one, so on an untrained or weak scorer the zero padding
+     can pull the best shift to +-vshift. Reports name the padding used.
+  3. mean_dist[j] = mean_i d[i, j];  LSE-D = min_j mean_dist;
+     LSE-C = median_j mean_dist - LSE-D  (the lower median, as torch.median).
+  4. Frame-wise confidence: median(mean_dist) - d[:, j*], median-filtered with
+     a kernel of 9 (scipy.signal.medfilt), as syncnet_python's `fconfm`.
+
+Offset sign. With j* the best shift, video window i matches audio window
+i + (j* - vshift). We report `offset = j* - vshift`: the number of frames by
+which the audio LAGS the video (positive: the sound comes after the mouth
+moves). syncnet_python prints `vshift - j*`, the opposite sign.
+
+The SyncNet is pluggable (`SyncScorer`): `ExpertScorer` wraps our
+`syncnet_color` expert (default), `OriginalSyncNetScorer` the original
+architecture (`models/syncnet_original.py`). Every result carries the
+scorer's name; numbers from different scorers are not comparable.
+
+PSNR and SSIM come from dm-pix, jit-compiled and batched over frames; LPIPS
+from `lipsync_jax.lpips`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import cv2
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.signal
+
+VSHIFT = 15
+WINDOW_FRAMES = 5
+CONF_MEDFILT = 9
+PADDINGS = ("zeros", "exclude")
+_PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance default
+
+
+class MetricError(ValueError):
+  """A clip or scorer that cannot be evaluated; the message is one line."""
+
+
+# -----------------------------------------------------------------------------
+# Scorers.
+# -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ClipAudio:
+  """The audio of a clip: a 16 kHz waveform, its (80, N) mel, or both.
+
+  Datasets store only the mel; scorers that need the waveform (the original
+  SyncNet's MFCCs) raise a `MetricError` when it is missing.
+  """
+  wav: np.ndarray | None = None
+  mel: np.ndarray | None = None
+
+  def get_mel(self) -> np.ndarray:
+    if self.mel is None:
+      if self.wav is None:
+        raise MetricError("clip has no audio")
+      from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+      self.mel = audio_lib.melspectrogram(self.wav)
+    return self.mel
+
+
+@runtime_checkable
+class SyncScorer(Protocol):
+  """A SyncNet that embeds 5-frame face windows and matching audio windows.
+
+  `face_size` is the side of the square BGR face crops it reads; the windows
+  are built by the scorer itself from those crops and from the clip audio, so
+  that each scorer can use its own input format (lower-half 96x96 crops and
+  mel windows for our expert, 224x224 crops and MFCCs for the original).
+  """
+  name: str
+  face_size: int
+
+  def video_windows(self, faces: np.ndarray) -> np.ndarray:
+    """(T, S, S, 3) uint8 BGR face crops -> (T - 4, ...) model inputs."""
+
+  def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
+    """(len(starts), ...) audio windows; window k is aligned with the 5 video
+    frames starting at frame starts[k] of the audio's timeline."""
+
+  def embed_video(self, windows: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N, D) float32."""
+
+  def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N, D) float32."""
+
+
+def batched_apply(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
+                  batch_size: int) -> np.ndarray:
+  """Runs jitted `fn(*batch)` over the arrays in fixed-size batches (the last
+  one zero-padded) so that every clip length reuses one compiled program.
+  Returns the concatenated (N, ...) outputs as numpy."""
+  n = arrays[0].shape[0]
+  outs = []
+  for s in range(0, n, batch_size):
+    chunks = [a[s:s + batch_size] for a in arrays]
+    m = chunks[0].shape[0]
+    if m < batch_size:
+      chunks = [np.concatenate([c, np.zeros((batch_size - m,) + c.shape[1:], c.dtype)])
+                for c in chunks]
+    outs.append(np.asarray(fn(*chunks))[:m])
+  if not outs:
+    raise MetricError("nothing to evaluate (0 items)")
+  return np.concatenate(outs)
+
+
+def _batched(fn: Callable[[jax.Array], jax.Array], x: np.ndarray,
+             batch_size: int) -> np.ndarray:
+  return batched_apply(fn, [x], batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _lower_half_windows(faces: jax.Array, window: int) -> jax.Array:
+  """(T, 96, 96, 3) uint8 -> (T-window+1, 48, 96, 3*window) float32 in [0, 1]."""
+  t, h = faces.shape[0], faces.shape[1]
+  idx = jnp.arange(t - window + 1)[:, None] + jnp.arange(window)[None]
+  w = faces[idx][:, :, h // 2:]                    # (N, 5, 48, 96, 3)
+  w = jnp.transpose(w, (0, 2, 3, 1, 4))            # (N, 48, 96, 5, 3)
+  return w.reshape(w.shape[:3] + (-1,)).astype(jnp.float32) / 255.0
+
+
+class ExpertScorer:
+  """Our `syncnet_color` expert: lower halves of 96x96 crops + mel windows.
+
+  Embeddings are L2-normalised and non-negative, so distances lie in
+  [0, sqrt(2)]; LSE values are not on the scale of the original SyncNet's.
+  """
+  face_size = 96
+
+  def __init__(self, module: Any, variables: Any, name: str = "syncnet_color",
+               batch_size: int = 64):
+    self.module = module
+    self.variables = jax.device_put(
+        {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
+    self.name = name
+    self.batch_size = batch_size
+
+  def video_windows(self, faces: np.ndarray) -> np.ndarray:
+    faces = np.asarray(faces)
+    if faces.ndim != 4 or faces.shape[1:] != (96, 96, 3):
+      raise MetricError(f"expert scorer needs (T, 96, 96, 3) face crops, got {faces.shape}")
+    if faces.shape[0] < WINDOW_FRAMES:
+      raise MetricError(f"clip too short: {faces.shape[0]} frames, need {WINDOW_FRAMES}")
+    return np.asarray(_lower_half_windows(faces, WINDOW_FRAMES))
+
+  def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
+    from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+    starts = np.asarray(starts, np.int64)
+    win = audio_lib.mel_windows(audio.get_mel(), int(starts.max()) + 1, fps)
+    return win[starts][..., None].astype(np.float32)
+
+  # The SyncNet contract exposes only the joint call; one side is embedded with
+  # a zero input on the other (the audio tower is cheap), through one shared
+  # compiled program per module and batch size.
+  def embed_video(self, windows: np.ndarray) -> np.ndarray:
+    fn = _joint_apply(self.module)
+    zeros = np.zeros((self.batch_size, 80, 16, 1), np.float32)
+    return _batched(lambda f: fn(self.variables, zeros, f)[1],
+                    np.asarray(windows, np.float32), self.batch_size)
+
+  def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+    fn = _joint_apply(self.module)
+    zeros = np.zeros((self.batch_size, 48, 96, 15), np.float32)
+    return _batched(lambda a: fn(self.variables, a, zeros)[0],
+                    np.asarray(windows, np.float32), self.batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _joint_apply(module: Any) -> Callable:
+  """jit(module.apply) in eval mode, shared by every scorer of this module."""
+  return jax.jit(lambda v, a, f: module.apply(v, a, f, train=False))
+
+
+@functools.lru_cache(maxsize=None)
+def _method_apply(module: Any, method: str) -> Callable:
+  return jax.jit(lambda v, x: module.apply(v, jnp.asarray(x, jnp.float32), method=method))
+
+
+class OriginalSyncNetScorer:
+  """The original SyncNet (syncnet_python, `syncnet_v2.model`).
+
+  Face crops are resized to 224x224 (syncnet_python crops the face track with
+  its own S3FD boxes, so numbers on our crops are close to, not identical
+  with, the published protocol); audio uses python_speech_features MFCCs.
+  """
+  face_size = 224
+
+  def __init__(self, module: Any, variables: Any, name: str = "syncnet_original",
+               batch_size: int = 16):
+    self.module = module
+    self.variables = jax.device_put(
+        {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
+    self.name = name
+    self.batch_size = batch_size
+
+  def video_windows(self, faces: np.ndarray) -> np.ndarray:
+    faces = np.asarray(faces)
+    if faces.ndim != 4 or faces.shape[-1] != 3:
+      raise MetricError(f"need (T, H, W, 3) face crops, got {faces.shape}")
+    if faces.shape[0] < WINDOW_FRAMES:
+      raise MetricError(f"clip too short: {faces.shape[0]} frames, need {WINDOW_FRAMES}")
+    if faces.shape[1:3] != (224, 224):
+      faces = np.stack([cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR)
+                        for f in faces])
+    n = faces.shape[0] - WINDOW_FRAMES + 1
+    idx = np.arange(n)[:, None] + np.arange(WINDOW_FRAMES)[None]
+    return faces[idx]  # (N, 5, 224, 224, 3) uint8; cast per batch
+
+  def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
+    from lipsync_jax.models import syncnet_original  # pylint: disable=import-outside-toplevel
+    if audio.wav is None:
+      raise MetricError("the original SyncNet needs the waveform (MFCC input); this "
+                        "clip only has a mel spectrogram")
+    starts = np.asarray(starts, np.int64)
+    win = syncnet_original.mfcc_windows(syncnet_original.mfcc(audio.wav),
+                                        int(starts.max()) + 1, fps)
+    return win[starts]
+
+  def embed_video(self, windows: np.ndarray) -> np.ndarray:
+    fn = functools.partial(_method_apply(self.module, "embed_video"), self.variables)
+    return _batched(fn, np.asarray(windows), self.batch_size)
+
+  def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+    fn = functools.partial(_method_apply(self.module, "embed_audio"), self.variables)
+    return _batched(fn, np.asarray(windows, np.float32), self.batch_size)
+
+
+def load_scorer(path: str, batch_size: int = 64) -> SyncScorer:
+  """A scorer from any SyncNet checkpoint.
+
+  `path` may be anything `checkpoint.load_model` accepts holding a
+  `syncnet_color` model (exported directory, training workdir, upstream
+  `lipsync_expert.pth`), or a syncnet_python `syncnet_v2.model` state dict,
+  or an exported directory of `syncnet_original`.
+  """
+  from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.models import syncnet_original  # pylint: disable=import-outside-toplevel
+  label = os.path.basename(os.path.normpath(path))
+  if os.path.isfile(path):
+    # syncnet_python's release is a bare state dict (`syncnet_v2.model`);
+    # anything else goes to load_model (e.g. an upstream lipsync_expert.pth).
+    try:
+      sd = syncnet_original.read_torch_state_dict(path)
+    except ValueError:
+      sd = {}
+    if syncnet_original.is_original_state_dict(sd):
+      module = syncnet_original.SyncNetOriginal(embed_dim=syncnet_original.embed_dim_of(sd))
+      return OriginalSyncNetScorer(module, syncnet_original.convert_state_dict(sd),
+                                   f"syncnet_original:{label}", max(1, batch_size // 4))
+  loaded = checkpoint.load_model(path, expected_arch=("syncnet_color", "syncnet_original"))
+  if loaded.arch == "syncnet_original":
+    return OriginalSyncNetScorer(loaded.module, loaded.variables,
+                                 f"syncnet_original:{label}", max(1, batch_size // 4))
+  return ExpertScorer(loaded.module, loaded.variables, f"syncnet_color:{label}",
+                      batch_size)
+
+
+# -----------------------------------------------------------------------------
+# LSE-D / LSE-C.
+# -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SyncResult:
+  """Sync scores of one clip (see the module docstring for definitions).
+
+  mean_dists: (2*vshift+1,) mean distance per shift; index j is offset j-vshift.
+  frame_conf: (N,) median-filtered confidence of each window at the best shift.
+  """
+  scorer: str
+  lse_d: float
+  lse_c: float
+  offset: int
+  mean_dists: np.ndarray
+  frame_conf: np.ndarray
+
+  def to_json(self) -> dict:
+    return {"lse_d": self.lse_d, "lse_c": self.lse_c, "offset": self.offset,
+            "mean_dists": [round(float(x), 5) for x in self.mean_dists],
+            "frame_conf": [round(float(x), 4) for x in self.frame_conf]}
+
+
+@functools.partial(jax.jit, static_argnames="vshift")
+def sync_distances(video_emb: jax.Array, audio_emb: jax.Array,
+                   vshift: int = VSHIFT) -> jax.Array:
+  """(N, D), (N, D) -> (N, 2*vshift+1) distances d[i, j] = |v_i - a_pad[i+j]|.
+
+  `a_pad` is the audio sequence with `vshift` zero vectors on each side, as
+  syncnet_python's `calc_pdist`.
+  """
+  n = video_emb.shape[0]
+  a_pad = jnp.pad(audio_emb, ((vshift, vshift), (0, 0)))
+  idx = jnp.arange(n)[:, None] + jnp.arange(2 * vshift + 1)[None]
+  diff = video_emb[:, None, :] - a_pad[idx] + _PAIRWISE_EPS
+  return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+
+
+@functools.partial(jax.jit, static_argnames=("vshift", "padding"))
+def _lse(video_emb: jax.Array, audio_emb: jax.Array, vshift: int, padding: str):
+  d = sync_distances(video_emb, audio_emb, vshift)
+  if padding == "zeros":
+    mean = d.mean(axis=0)
+  else:  # "exclude": only pairs whose audio index lies inside the clip
+    n = d.shape[0]
+    k = jnp.arange(n)[:, None] + jnp.arange(2 * vshift + 1)[None] - vshift
+    valid = (k >= 0) & (k < n)
+    mean = jnp.sum(jnp.where(valid, d, 0.0), 0) / jnp.maximum(valid.sum(0), 1)
+    mean = jnp.where(valid.sum(0) > 0, mean, jnp.inf)
+  best = jnp.argmin(mean)
+  median = jnp.sort(mean)[(mean.shape[0] - 1) // 2]   # torch.median: lower median
+  return mean, best, median, median - d[:, best]
+
+
+def lse_from_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray,
+                        scorer: str = "", vshift: int = VSHIFT,
+                        padding: str = "zeros") -> SyncResult:
+  """LSE-D / LSE-C / offset from (N, D) video and audio window embeddings.
+
+  padding: "zeros" (syncnet_python) or "exclude" (see the module docstring).
+  """
+  if padding not in PADDINGS:
+    raise MetricError(f"unknown padding {padding!r}; expected one of {', '.join(PADDINGS)}")
+  video_emb = np.asarray(video_emb, np.float32)
+  audio_emb = np.asarray(audio_emb, np.float32)
+  if video_emb.shape != audio_emb.shape or video_emb.ndim != 2:
+    raise MetricError(f"embedding shapes differ: {video_emb.shape} vs {audio_emb.shape}")
+  if video_emb.shape[0] == 0:
+    raise MetricError("no complete 5-frame window")
+  mean, best, median, fconf = jax.device_get(_lse(video_emb, audio_emb, vshift, padding))
+  best = int(best)
+  with warnings.catch_warnings():  # clips shorter than the filter: zero-padded
+    warnings.simplefilter("ignore", UserWarning)
+    fconf = scipy.signal.medfilt(np.asarray(fconf, np.float64), CONF_MEDFILT)
+  return SyncResult(scorer=scorer, lse_d=float(mean[best]),
+                    lse_c=float(median - mean[best]), offset=best - vshift,
+                    mean_dists=np.asarray(mean), frame_conf=fconf.astype(np.float32))
+
+
+def sync_scores(scorer: SyncScorer, faces: np.ndarray, audio: ClipAudio,
+                fps: float, first_frame: int = 0, vshift: int = VSHIFT,
+                padding: str = "zeros") -> SyncResult:
+  """LSE of a clip: (T, S, S, 3) uint8 BGR face crops + the clip's audio.
+
+  `first_frame`: index of faces[0] on the audio's timeline (when scoring a
+  run of frames inside a longer clip).
+  """
+  v = scorer.video_windows(faces)
+  a = scorer.audio_windows(audio, first_frame + np.arange(v.shape[0]), fps)
+  return lse_from_embeddings(scorer.embed_video(v), scorer.embed_audio(a),
+                             scorer.name, vshift, padding)
+
+
+# -----------------------------------------------------------------------------
+# Reconstruction metrics.
+# -----------------------------------------------------------------------------
+
+def _to_float(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+
+
+@jax.jit
+def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per-image PSNR (dB) of (..., H, W, C) images (uint8 or [0, 1] floats)."""
+  return dm_pix.psnr(_to_float(a), _to_float(b))
+
+
+@jax.jit
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per-image SSIM (Gaussian 11x11, sigma 1.5, per channel then averaged),
+  dm-pix defaults, of (..., H, W, C) images (uint8 or [0, 1] floats)."""
+  return dm_pix.ssim(_to_float(a), _to_float(b))
+
+
+@functools.lru_cache(maxsize=None)
+def _lpips_fn(net: str) -> tuple[Any, Callable]:
+  from lipsync_jax import lpips  # pylint: disable=import-outside-toplevel
+  params = jax.device_put(lpips.load_lpips_params(net))
+  fn = jax.jit(lambda p, x, y: lpips.lpips_distance(
+      p, _to_float(x), _to_float(y), net).reshape(x.shape[0]))
+  return params, fn
+
+
+class LPIPSMetric:
+  """Frozen LPIPS distance (`lipsync_jax.lpips`) of BGR face crops, jitted and
+  batched. `net` is "alexnet" (the usual evaluation metric) or "vgg16"."""
+
+  def __init__(self, net: str = "alexnet", batch_size: int = 32):
+    self.net = net
+    self.batch_size = batch_size
+    self._params, self._fn = _lpips_fn(net)
+
+  def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) x 2 (uint8 or [0, 1] floats) -> (N,) distances."""
+    fn = functools.partial(self._fn, self._params)
+    return batched_apply(fn, [np.asarray(a), np.asarray(b)], self.batch_size)
+
+
+@jax.jit
+def _psnr_ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.stack([psnr(a, b), ssim(a, b)], axis=-1)
+
+
+def reconstruction_metrics(generated: np.ndarray, target: np.ndarray,
+                           lpips_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                           batch_size: int = 32) -> dict[str, float]:
+  """Mean per-frame PSNR / SSIM (/ LPIPS) of (T, H, W, 3) uint8 face crops,
+  computed in fixed-size batches (one compilation for every clip length)."""
+  ps = batched_apply(_psnr_ssim, [np.asarray(generated), np.asarray(target)], batch_size)
+  out = {"psnr": float(np.mean(ps[:, 0])), "ssim": float(np.mean(ps[:, 1]))}
+  if lpips_fn is not None:
+    out["lpips"] = float(np.mean(lpips_fn(generated, target)))
+  return out
+
+
+# -----------------------------------------------------------------------------
+# Mouth landmark distance (LMD).
+# -----------------------------------------------------------------------------
+
+# The 40 lip points (outer and inner contours) of MediaPipe's 468-point
+# FaceMesh topology.
+MOUTH_LANDMARKS = (
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267,
+    269, 270, 409, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81,
+    82, 13, 312, 311, 310, 415)
+
+
+class MouthLandmarks:
+  """Lip landmarks of face crops with MediaPipe FaceMesh (`face_landmark.tflite`,
+  shipped inside the `mediapipe` wheel), run by ai-edge-litert on the CPU.
+
+  The crop is taken as the face region (no extra detection): (N, S, S, 3) BGR
+  uint8 -> (N, 40, 2) (x, y) in crop pixels.
+  """
+  INPUT = 192
+
+  def __init__(self):
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    import pathlib  # pylint: disable=import-outside-toplevel
+    try:
+      from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise MetricError("landmark distance needs ai-edge-litert and the mediapipe wheel: "
+                        "pip install --no-deps mediapipe==0.10.21 ai-edge-litert") from None
+    spec = importlib.util.find_spec("mediapipe")   # locate the file, don't import
+    if spec is None or not spec.submodule_search_locations:
+      raise MetricError("landmark distance needs the mediapipe wheel (for face_landmark.tflite)")
+    path = (pathlib.Path(list(spec.submodule_search_locations)[0]) / "modules" /
+            "face_landmark" / "face_landmark.tflite")
+    if not path.is_file():
+      raise MetricError(f"FaceMesh model not found at {path}")
+    self._interp = Interpreter(model_path=str(path), num_threads=1)
+    self._interp.allocate_tensors()
+    self._in = self._interp.get_input_details()[0]["index"]
+    outs = self._interp.get_output_details()
+    self._out = max(outs, key=lambda d: int(d["shape"][-1]))["index"]  # (1,1,1,1404)
+
+  def __call__(self, crops: np.ndarray) -> np.ndarray:
+    crops = np.asarray(crops)
+    scale = crops.shape[1] / self.INPUT
+    out = np.empty((crops.shape[0], len(MOUTH_LANDMARKS), 2), np.float32)
+    for i, crop in enumerate(crops):
+      x = cv2.resize(crop, (self.INPUT, self.INPUT), interpolation=cv2.INTER_LINEAR)
+      x = x[..., ::-1].astype(np.float32)[None] / 255.0   # RGB in [0, 1]
+      self._interp.set_tensor(self._in, x)
+      self._interp.invoke()
+      lm = self._interp.get_tensor(self._out).reshape(-1, 3)
+      out[i] = lm[list(MOUTH_LANDMARKS), :2] * scale
+    return out
+
+
+def landmark_distance(landmarks: MouthLandmarks, generated: np.ndarray,
+                      target: np.ndarray) -> float:
+  """LMD: mean euclidean distance (crop pixels) between the lip landmarks of
+  generated and ground-truth crops, over points and frames."""
+  d = np.linalg.norm(landmarks(generated) - landmarks(target), axis=-1)
+  return float(d.mean())
+
+
+# -----------------------------------------------------------------------------
+# Aggregation.
+# -----------------------------------------------------------------------------
+
+def mean_ci95(values: Sequence[float]) -> dict[str, Any]:
+  """Mean and Student-t 95% confidence interval of the finite values."""
+  import scipy.stats  # pylint: disable=import-outside-toplevel
+  x = np.asarray([v for v in values if v is not None], np.float64)
+  x = x[np.isfinite(x)]
+  n = int(x.size)
+  if n == 0:
+    return {"mean": None, "ci95": None, "n": 0}
+  mean = float(x.mean())
+  if n == 1:
+    return {"mean": mean, "ci95": None, "n": 1}
+  half = float(scipy.stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
+  return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}

@@ -1,0 +1,66 @@
+"""The model zoo. Every model is a `flax.linen.Module` working in NHWC.
+
+    gen = lipsync_jax.models.create("wav2lip")                # full size
+    tiny = lipsync_jax.models.create("lpips_attnwav2lip", width_multiplier=0.125)
+
+Architectures (see `ARCHS`):
+  wav2lip            upstream generator, audio (B,T,80,16,1) + faces (B,T,96,96,6) -> (B,T,96,96,3)
+  lpips_attnwav2lip  our main generator, same inputs and outputs
+  syncnet_color      lip-sync expert, audio (B,80,16,1) + faces (B,48,96,15) -> 2 x (B,512)
+  wav2lip_disc_qual  visual-quality discriminator, faces (B,T,96,96,3) -> (B*T,1)
+  syncnet_original   the original SyncNet scorer (MFCC + 224x224 mouth crops), for metrics
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import flax.linen as nn
+
+# arch name -> (module path, class name)
+ARCHS: dict[str, tuple[str, str]] = {
+    "wav2lip": ("lipsync_jax.models.wav2lip", "Wav2Lip"),
+    "lpips_attnwav2lip": ("lipsync_jax.models.lpips_attnwav2lip", "LPIPSAttnWav2Lip"),
+    "syncnet_color": ("lipsync_jax.models.syncnet", "SyncNetColor"),
+    "wav2lip_disc_qual": ("lipsync_jax.models.discriminator", "Wav2LipDiscQual"),
+    # The original SyncNet (Chung & Zisserman), a scorer for LSE-D/LSE-C only.
+    "syncnet_original": ("lipsync_jax.models.syncnet_original", "SyncNetOriginal"),
+}
+
+GENERATORS = ("wav2lip", "lpips_attnwav2lip")
+
+
+def model_class(arch: str) -> type[nn.Module]:
+  if arch not in ARCHS:
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHS)}")
+  module, name = ARCHS[arch]
+  return getattr(importlib.import_module(module), name)
+
+
+def create(arch: str, **config_overrides) -> nn.Module:
+  """Builds model `arch`; keyword arguments override its config fields."""
+  cls = model_class(arch)
+  try:
+    return cls(**config_overrides)
+  except TypeError as e:
+    raise ValueError(f"bad config for {arch!r}: {e}") from None
+
+
+def init_variables(module: nn.Module, seed: int, *example_inputs, **kwargs) -> dict:
+  """Initial variables of `module` for `example_inputs`, compiled cheaply.
+
+  Flax's `init` under `jax.jit` lowers one threefry generator per parameter,
+  and on CPU XLA spends minutes compiling that for these networks. Init runs
+  once, so this uses the `rbg` PRNG (one RngBitGenerator op per draw) and
+  XLA's lowest backend optimisation level, which brings it to seconds. The
+  result is deterministic for a seed on a given backend.
+  """
+  import functools
+  import jax
+
+  key = jax.random.key(seed, impl="rbg")
+  init = jax.jit(functools.partial(module.init, **kwargs))
+  compiled = init.lower(key, *example_inputs).compile(
+      compiler_options={"xla_backend_optimization_level": 0,
+                        "xla_llvm_disable_expensive_passes": True})
+  return compiled(key, *example_inputs)

@@ -1,0 +1,226 @@
+"""Building blocks shared by the models. All tensors are NHWC.
+
+The blocks mirror upstream Wav2Lip's `models/conv.py` (ConvBNReLU with an
+optional identity residual, ConvTranspose-BN-ReLU, Conv-LeakyReLU) so that
+PyTorch checkpoints map onto them one to one, but the transposed convolution
+is computed in a way that is both exact and fast on every backend (see
+`conv_transpose_torch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+Dtype = Any
+IntPair = int | tuple[int, int]
+
+
+def _pair(v: IntPair) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def scaled(channels: int, width_multiplier: float) -> int:
+  """Channel count scaled by a width multiplier, at least 1."""
+  return max(1, int(round(channels * width_multiplier)))
+
+
+# -----------------------------------------------------------------------------
+# Transposed convolution with PyTorch's ConvTranspose2d semantics.
+# -----------------------------------------------------------------------------
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _subpixel_kernel_k3s2(kernel: jax.Array) -> jax.Array:
+  """Fused 2x2 kernel for ConvTranspose2d(k=3, s=2, p=1, output_padding=1).
+
+  In 1-D that transposed conv gives, for input x (x[H] = 0) and taps w:
+    y[2m]   = w[1] x[m]
+    y[2m+1] = w[2] x[m] + w[0] x[m+1]
+  so every output phase is a stride-1 conv of x with a 2-tap kernel. In 2-D
+  the four phases (py, px) become one 2x2 conv with 4*Cout output channels,
+  followed by a depth-to-space. The result is bit-for-bit the same sum as the
+  transposed conv (same products, no zero-stuffed input), and its gradient is
+  an ordinary stride-1 conv gradient, which XLA handles well.
+
+  Args:
+    kernel: (3, 3, Cin, Cout), with kernel[kh, kw, i, o] = torch_w[i, o, kh, kw].
+  Returns:
+    (2, 2, Cin, 4 * Cout) kernel; output channel index is (py * 2 + px) * Cout + o.
+  """
+  # taps[phase][offset] = index into the 3-tap kernel (or None for zero).
+  taps = {0: (1, None), 1: (2, 0)}
+  zeros = jnp.zeros_like(kernel[0, 0])
+  phases = []
+  for py in (0, 1):
+    for px in (0, 1):
+      rows = []
+      for dy in (0, 1):
+        cols = []
+        for dx in (0, 1):
+          ky, kx = taps[py][dy], taps[px][dx]
+          cols.append(zeros if ky is None or kx is None else kernel[ky, kx])
+        rows.append(jnp.stack(cols))
+      phases.append(jnp.stack(rows))  # (2, 2, Cin, Cout)
+  return jnp.concatenate(phases, axis=-1)
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+  """(B, H, W, b*b*C) -> (B, H*b, W*b, C), channel index (py*b + px)*C + c."""
+  b, h, w, c = x.shape
+  c_out = c // (block * block)
+  x = x.reshape(b, h, w, block, block, c_out)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, c_out)
+
+
+def conv_transpose_torch(x: jax.Array, kernel: jax.Array, stride: IntPair,
+                         padding: IntPair, output_padding: IntPair = 0,
+                         method: str = "auto") -> jax.Array:
+  """PyTorch `ConvTranspose2d` (dilation 1, groups 1) without bias, NHWC.
+
+  Args:
+    x: (B, H, W, Cin).
+    kernel: (kh, kw, Cin, Cout) with kernel[a, b, i, o] = torch_weight[i, o, a, b].
+    stride, padding, output_padding: as in PyTorch.
+    method: "auto" picks the sub-pixel route for k3/s2/p1/op1 (Wav2Lip's
+      upsampling layer) and a plain conv for stride 1; "dilated" forces the
+      textbook zero-stuffed (lhs-dilated) conv, which is exact but slow to
+      differentiate on CPU.
+  Returns:
+    (B, (H-1)*s - 2p + k + op, (W-1)*s - 2p + k + op, Cout).
+  """
+  sh, sw = _pair(stride)
+  ph, pw = _pair(padding)
+  oph, opw = _pair(output_padding)
+  kh, kw = kernel.shape[:2]
+  if (method == "auto" and (sh, sw) == (2, 2) and (kh, kw) == (3, 3)
+      and (ph, pw) == (1, 1) and (oph, opw) == (1, 1)):
+    fused = _subpixel_kernel_k3s2(kernel)
+    y = jax.lax.conv_general_dilated(
+        x, fused.astype(x.dtype), window_strides=(1, 1),
+        padding=((0, 1), (0, 1)), dimension_numbers=_DN)
+    return depth_to_space(y, 2)
+  # General case: a conv of the (stride-dilated) input with the flipped kernel.
+  flipped = kernel[::-1, ::-1].astype(x.dtype)
+  pad = ((kh - 1 - ph, kh - 1 - ph + oph), (kw - 1 - pw, kw - 1 - pw + opw))
+  return jax.lax.conv_general_dilated(
+      x, flipped, window_strides=(1, 1), padding=pad,
+      lhs_dilation=(sh, sw), dimension_numbers=_DN)
+
+
+class ConvTransposeTorch(nn.Module):
+  """`nn.ConvTranspose2d` with PyTorch's output size and numerics (NHWC)."""
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 1
+  padding: IntPair = 0
+  output_padding: IntPair = 0
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = _pair(self.kernel_size)
+    kernel = self.param("kernel", self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    dtype = self.dtype or x.dtype
+    y = conv_transpose_torch(x.astype(dtype), kernel.astype(dtype), self.strides,
+                             self.padding, self.output_padding)
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                        self.param_dtype)
+      y = y + bias.astype(dtype)
+    return y
+
+
+# -----------------------------------------------------------------------------
+# Upstream conv blocks.
+# -----------------------------------------------------------------------------
+
+def _padding(p: IntPair) -> Sequence[tuple[int, int]]:
+  ph, pw = _pair(p)
+  return ((ph, ph), (pw, pw))
+
+
+def batch_norm(train: bool, dtype: Dtype | None, name: str | None = None):
+  """BatchNorm2d with PyTorch's defaults (momentum 0.1 -> Flax 0.9, eps 1e-5)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=dtype, name=name)
+
+
+class ConvBNReLU(nn.Module):
+  """Conv2d(bias) -> BN -> (+x if residual) -> ReLU; upstream `Conv2d` block.
+
+  Explicit PyTorch-style padding (never 'SAME'): several upstream layers rely
+  on asymmetric results such as k5/s(1,2)/p1.
+  """
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 1
+  padding: IntPair = 1
+  residual: bool = False
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    y = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
+                padding=_padding(self.padding), dtype=self.dtype, name="conv")(x)
+    y = batch_norm(train, self.dtype, name="bn")(y)
+    if self.residual:
+      y = y + x
+    return nn.relu(y)
+
+
+class ConvTBNReLU(nn.Module):
+  """ConvTranspose2d(bias) -> BN -> ReLU; upstream `Conv2dTranspose` block."""
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 2
+  padding: IntPair = 1
+  output_padding: IntPair = 1
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    y = ConvTransposeTorch(self.features, self.kernel_size, self.strides,
+                           self.padding, self.output_padding, dtype=self.dtype,
+                           name="conv")(x)
+    y = batch_norm(train, self.dtype, name="bn")(y)
+    return nn.relu(y)
+
+
+class ConvLReLU(nn.Module):
+  """Conv2d(bias) -> LeakyReLU(0.01); upstream `nonorm_Conv2d` block."""
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 1
+  padding: IntPair = 1
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
+                padding=_padding(self.padding), dtype=self.dtype, name="conv")(x)
+    return nn.leaky_relu(y, 0.01)
+
+
+def fold_time(x: jax.Array) -> tuple[jax.Array, int | None]:
+  """(B, T, ...) -> (T*B, ...) folded time-major (row t*B + b), as upstream.
+
+  Returns the folded array and B (None when x had no time axis).
+  """
+  b, t = x.shape[:2]
+  return jnp.swapaxes(x, 0, 1).reshape((t * b,) + x.shape[2:]), b
+
+
+def unfold_time(x: jax.Array, batch: int) -> jax.Array:
+  """(T*B, ...) time-major -> (B, T, ...)."""
+  t = x.shape[0] // batch
+  return jnp.swapaxes(x.reshape((t, batch) + x.shape[1:]), 0, 1)

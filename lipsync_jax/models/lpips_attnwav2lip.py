@@ -1,0 +1,215 @@
+"""LPIPS-AttnWav2Lip generator: a residual-CBAM U-Net with an audio SAM.
+
+This is the RECON design of upstream.md §5.3 (the authors' code is not
+available; every choice below is ours and configurable):
+
+  audio (N,80,16,1) -> AudioEncoder (Wav2Lip's) -> a (N,512)
+  faces (N,96,96,6)
+    enc0  CBR 6->32 k7 s1 p3, ResCBAM(32)            (N,96,96,32)
+    enc1  CBR 32->64 k3 s2 p1, ResCBAM(64)           (N,48,48,64)
+    enc2  ... 128                                    (N,24,24,128)
+    enc3  ... 256                                    (N,12,12,256)
+    enc4  ... 512                                    (N,6,6,512)
+    SAM   x + FFC(FFC(x)), then AdaIN(x, a)          (N,6,6,512)
+    dec3  ConvT-BN-ReLU 512->256 k3 s2 p1 op1, concat enc3,
+          CBR 512->256, ResCBAM(256), AdaIN(256, a)  (N,12,12,256)
+    dec2, dec1, dec0 likewise                        ... (N,96,96,32)
+    out   Conv 32->3 k1 (bias), sigmoid              (N,96,96,3)
+
+"CBR" is `layers.ConvBNReLU` (conv with bias). With the default config the
+model has exactly the RECON count, 20,266,933 parameters: audio encoder
+2,812,672, encoder 7,914,506, SAM 4,329,984, decoder 5,209,672, out 99.
+That count pins the bias choices down (see models/attention.py): CBAM's MLP
+and spatial conv and all FFC convs have no bias; every other conv, the
+transposed convs and the AdaIN linears have one.
+
+Audio reaches the image only through the AdaIN layers (in the SAM and, by
+default, at every decoder level); their linears start at zero, so at init the
+output does not depend on the audio and the dependence is learned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from lipsync_jax.models.attention import AdaIN, FFC, ResCBAM
+from lipsync_jax.models.audio_encoder import AudioEncoder
+from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, fold_time, scaled,
+                                       unfold_time)
+
+Dtype = Any
+
+
+class EncoderLevel(nn.Module):
+  """CBR (stride 1 k7 for level 0, stride 2 k3 after), then ResCBAM blocks.
+
+  (N, H, W, C_in) -> (N, H / s, W / s, features).
+  """
+  features: int
+  first: bool = False
+  num_res: int = 1
+  cbam_reduction: int = 16
+  cbam_kernel: int = 7
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.first:
+      x = ConvBNReLU(self.features, 7, 1, 3, dtype=self.dtype, name="conv")(x, train)
+    else:
+      x = ConvBNReLU(self.features, 3, 2, 1, dtype=self.dtype, name="conv")(x, train)
+    for i in range(self.num_res):
+      x = ResCBAM(self.features, self.cbam_reduction, self.cbam_kernel, self.dtype,
+                  name=f"res_{i}")(x, train)
+    return x
+
+
+class SemanticAlignment(nn.Module):
+  """The SAM: x + FFC^num_ffc(x), then AdaIN(x, audio) when `use_adain`.
+
+  x (N, h, w, C) bottleneck features, audio (N, D) -> (N, h, w, C).
+  """
+  features: int
+  num_ffc: int = 2
+  ffc_ratio: float = 0.5
+  use_adain: bool = True
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, audio: jax.Array, train: bool = False) -> jax.Array:
+    if self.num_ffc > 0:
+      y = x
+      for i in range(self.num_ffc):
+        y = FFC(self.features, self.ffc_ratio, dtype=self.dtype, name=f"ffc_{i}")(y, train)
+      x = x + y
+    if self.use_adain:
+      x = AdaIN(self.features, dtype=self.dtype, name="adain")(x, audio)
+    return x
+
+
+class DecoderLevel(nn.Module):
+  """ConvT-BN-ReLU x2 upsample, concat skip, CBR, ResCBAM blocks, AdaIN.
+
+  x (N, h, w, C_in), skip (N, 2h, 2w, C_skip), audio (N, D)
+  -> (N, 2h, 2w, features).
+  """
+  features: int
+  num_res: int = 1
+  cbam_reduction: int = 16
+  cbam_kernel: int = 7
+  use_adain: bool = True
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, skip: jax.Array, audio: jax.Array,
+               train: bool = False) -> jax.Array:
+    x = ConvTBNReLU(self.features, dtype=self.dtype, name="up")(x, train)
+    x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+    x = ConvBNReLU(self.features, 3, 1, 1, dtype=self.dtype, name="fuse")(x, train)
+    for i in range(self.num_res):
+      x = ResCBAM(self.features, self.cbam_reduction, self.cbam_kernel, self.dtype,
+                  name=f"res_{i}")(x, train)
+    if self.use_adain:
+      x = AdaIN(self.features, dtype=self.dtype, name="adain")(x, audio)
+    return x
+
+
+class LPIPSAttnWav2Lip(nn.Module):
+  """Residual-CBAM U-Net generator with FFC + AdaIN semantic alignment.
+
+  Same interface as `Wav2Lip`:
+    apply(variables, audio (B,T,80,16,1), faces (B,T,H,W,6)) -> (B,T,H,W,3)
+    apply(variables, audio (N,80,16,1),   faces (N,H,W,6))   -> (N,H,W,3)
+  faces: channels 0-2 the masked target, 3-5 the reference, BGR in [0, 1].
+  Time is folded into batch time-major (`layers.fold_time`). H and W must be
+  divisible by 2**(len(encoder_widths) - 1) (96x96 with the default 5 levels).
+  Output: float32 sigmoid in [0, 1]. With train=True pass
+  mutable=["batch_stats"].
+
+  Submodules (parameter groups): `audio_encoder`, `encoder_{i}` (enc i),
+  `sam`, `decoder_{i}` (dec i, i < len(widths) - 1) and `out`.
+  """
+  width_multiplier: float = 1.0
+  dtype: Dtype | None = None
+  encoder_widths: Sequence[int] = (32, 64, 128, 256, 512)
+  res_blocks: int = 1
+  cbam_reduction: int = 16
+  cbam_kernel: int = 7
+  ffc_ratio: float = 0.5
+  num_ffc: int = 2
+  adain_in_sam: bool = True
+  adain_in_decoder: bool = True
+
+  def setup(self):
+    widths = self.widths
+    if len(widths) < 2:
+      raise ValueError(f"encoder_widths needs at least 2 levels, got {tuple(self.encoder_widths)}")
+    common = dict(num_res=self.res_blocks, cbam_reduction=self.cbam_reduction,
+                  cbam_kernel=self.cbam_kernel, dtype=self.dtype)
+    self.audio_encoder = AudioEncoder(self.width_multiplier, dtype=self.dtype)
+    self.encoder = [EncoderLevel(w, first=(i == 0), **common)
+                    for i, w in enumerate(widths)]
+    self.sam = SemanticAlignment(widths[-1], self.num_ffc, self.ffc_ratio,
+                                 self.adain_in_sam, self.dtype)
+    self.decoder = [DecoderLevel(w, use_adain=self.adain_in_decoder, **common)
+                    for w in widths[:-1]]
+    self.out = nn.Conv(3, (1, 1), dtype=self.dtype)
+
+  @property
+  def widths(self) -> tuple[int, ...]:
+    """Encoder level widths after the width multiplier."""
+    return tuple(scaled(int(w), self.width_multiplier) for w in self.encoder_widths)
+
+  def embed_audio(self, audio: jax.Array, train: bool = False) -> jax.Array:
+    """The audio path: mel windows (N, 80, 16, 1) -> embedding a (N, 512*wm).
+
+    `a` is what the SAM's and the decoder's AdaIN layers are conditioned on.
+    """
+    a = self.audio_encoder(audio, train)
+    return a.reshape(a.shape[0], -1)
+
+  def encode(self, faces: jax.Array, train: bool = False) -> list[jax.Array]:
+    """Face encoder: (N, H, W, 6) -> per-level features, shallowest first."""
+    feats, x = [], faces
+    for level in self.encoder:
+      x = level(x, train)
+      feats.append(x)
+    return feats
+
+  def decode(self, feats: list[jax.Array], audio_emb: jax.Array,
+             train: bool = False) -> jax.Array:
+    """SAM on the deepest feature, then the decoder: -> (N, H, W, 3) sigmoid."""
+    x = self.sam(feats[-1], audio_emb, train)
+    for i in reversed(range(len(self.decoder))):
+      x = self.decoder[i](x, feats[i], audio_emb, train)
+    logits = self.out(x)
+    return nn.sigmoid(logits.astype(jnp.float32))
+
+  def __call__(self, audio: jax.Array, faces: jax.Array,
+               train: bool = False) -> jax.Array:
+    batch = None
+    if faces.ndim == 5:
+      if audio.ndim != 5 or audio.shape[:2] != faces.shape[:2]:
+        raise ValueError(f"5-D faces {faces.shape} need audio (B, T, 80, 16, 1) with the "
+                         f"same (B, T), got {audio.shape}")
+      faces, batch = fold_time(faces)
+      audio, _ = fold_time(audio)
+    elif faces.ndim != 4 or audio.ndim != 4 or audio.shape[0] != faces.shape[0]:
+      raise ValueError(f"expected faces (N, H, W, 6) and audio (N, 80, 16, 1) or their "
+                       f"(B, T, ...) forms, got {faces.shape} and {audio.shape}")
+    if faces.shape[-1] != 6:
+      raise ValueError(f"faces need 6 channels (masked target + reference), got {faces.shape[-1]}")
+    step = 2 ** (len(self.encoder_widths) - 1)
+    if faces.shape[1] % step or faces.shape[2] % step:
+      raise ValueError(f"face size {faces.shape[1]}x{faces.shape[2]} is not divisible by "
+                       f"{step} ({len(self.encoder_widths)} encoder levels)")
+    if self.dtype is not None:
+      faces, audio = faces.astype(self.dtype), audio.astype(self.dtype)
+
+    audio_emb = self.embed_audio(audio, train)
+    out = self.decode(self.encode(faces, train), audio_emb, train)
+    return out if batch is None else unfold_time(out, batch)

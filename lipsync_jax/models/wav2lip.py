@@ -1,0 +1,103 @@
+"""Upstream Wav2Lip generator (upstream.md §2), NHWC, PyTorch-checkpoint compatible.
+
+Submodule names mirror the PyTorch `state_dict` so that conversion is a pure
+renaming (see `lipsync_jax.convert`):
+
+  face_encoder_blocks_{i}_{j}   <->  face_encoder_blocks.{i}.{j}.conv_block.*
+  audio_encoder/layers_{k}      <->  audio_encoder.{k}.conv_block.*
+  face_decoder_blocks_{i}_{j}   <->  face_decoder_blocks.{i}.{j}.conv_block.*
+  output_block_0                <->  output_block.0.conv_block.*
+  output_block_1                <->  output_block.1.*
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from lipsync_jax.models.audio_encoder import AudioEncoder
+from lipsync_jax.models.layers import ConvBNReLU, ConvTBNReLU, fold_time, scaled, unfold_time
+
+# (features, kernel, stride, padding, residual) per layer, per block.
+_ENCODER = (
+    ((16, 7, 1, 3, False),),
+    ((32, 3, 2, 1, False), (32, 3, 1, 1, True), (32, 3, 1, 1, True)),
+    ((64, 3, 2, 1, False), (64, 3, 1, 1, True), (64, 3, 1, 1, True), (64, 3, 1, 1, True)),
+    ((128, 3, 2, 1, False), (128, 3, 1, 1, True), (128, 3, 1, 1, True)),
+    ((256, 3, 2, 1, False), (256, 3, 1, 1, True), (256, 3, 1, 1, True)),
+    ((512, 3, 2, 1, False), (512, 3, 1, 1, True)),
+    ((512, 3, 1, 0, False), (512, 1, 1, 0, False)),
+)
+
+# Decoder blocks 1..6 open with a transposed conv (features, kernel, stride,
+# padding, output_padding) followed by `n_res` residual ConvBNReLU layers.
+_DECODER_UP = (
+    (512, 3, 1, 0, 0, 1),
+    (512, 3, 2, 1, 1, 2),
+    (384, 3, 2, 1, 1, 2),
+    (256, 3, 2, 1, 1, 2),
+    (128, 3, 2, 1, 1, 2),
+    (64, 3, 2, 1, 1, 2),
+)
+
+
+def decoder_transposed_blocks() -> range:
+  """Indices i of the decoder blocks whose layer (i, 0) is a transposed conv."""
+  return range(1, len(_DECODER_UP) + 1)
+
+
+class Wav2Lip(nn.Module):
+  """Wav2Lip generator: 36,298,035 parameters at `width_multiplier=1`.
+
+  Call with audio (B, T, 80, 16, 1) and faces (B, T, 96, 96, 6) to get
+  (B, T, 96, 96, 3), or with the 4-D forms (N, 80, 16, 1), (N, 96, 96, 6) to get
+  (N, 96, 96, 3). Face channels 0-2 are the target frame with rows 48.. zeroed,
+  3-5 the reference frame, BGR in [0, 1]. Output is a sigmoid, float32. Time is
+  folded into the batch time-major (row t*B + b), as upstream.
+  """
+  width_multiplier: float = 1.0
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, audio: jax.Array, faces: jax.Array, train: bool = False) -> jax.Array:
+    if faces.ndim != audio.ndim or faces.ndim not in (4, 5):
+      raise ValueError(f"expected 4-D or 5-D audio and faces, got shapes "
+                       f"{audio.shape} and {faces.shape}")
+    batch = None
+    if faces.ndim == 5:
+      audio, batch = fold_time(audio)
+      faces, _ = fold_time(faces)
+    c = lambda n: scaled(n, self.width_multiplier)
+
+    feats = []
+    x = faces
+    for i, block in enumerate(_ENCODER):
+      for j, (f, k, s, p, res) in enumerate(block):
+        x = ConvBNReLU(c(f), k, s, p, residual=res, dtype=self.dtype,
+                       name=f"face_encoder_blocks_{i}_{j}")(x, train)
+      feats.append(x)
+
+    x = AudioEncoder(self.width_multiplier, dtype=self.dtype,
+                     name="audio_encoder")(audio, train)
+
+    x = ConvBNReLU(c(512), 1, 1, 0, dtype=self.dtype,
+                   name="face_decoder_blocks_0_0")(x, train)
+    x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
+    for i, (f, k, s, p, op, n_res) in enumerate(_DECODER_UP, start=1):
+      x = ConvTBNReLU(c(f), k, s, p, op, dtype=self.dtype,
+                      name=f"face_decoder_blocks_{i}_0")(x, train)
+      for j in range(1, n_res + 1):
+        x = ConvBNReLU(c(f), 3, 1, 1, residual=True, dtype=self.dtype,
+                       name=f"face_decoder_blocks_{i}_{j}")(x, train)
+      x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
+
+    x = ConvBNReLU(c(32), 3, 1, 1, dtype=self.dtype, name="output_block_0")(x, train)
+    x = nn.Conv(3, (1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype,
+                name="output_block_1")(x)
+    out = nn.sigmoid(x.astype(jnp.float32))
+    if batch is not None:
+      out = unfold_time(out, batch)
+    return out

@@ -1,0 +1,103 @@
+"""Shared defaults for the training configs in `configs/`.
+
+The config files hold the recipe (upstream values, our choices, documented
+there); this module holds the keys every config has, so that `train.py
+--config.key=value` overrides work the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PHASES = ("syncnet", "generator")
+EXPERT_BN_MODES = ("running", "batch")
+
+
+def base_config(phase: str) -> ml_collections.ConfigDict:
+  """Every key the trainer reads, with neutral defaults."""
+  if phase not in PHASES:
+    raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+  c = ml_collections.ConfigDict()
+  c.phase = phase
+  c.data_dir = ""                  # preprocessed dataset (lipsync_jax.data)
+  c.batch_size = 16                # global batch, split over all devices
+  c.num_steps = 100_000
+  c.eval_every = 3000
+  c.eval_batches = 50
+  c.checkpoint_every = 3000
+  c.keep_last = 3                  # keep the last K checkpoints (+ the best)
+  c.log_every = 50                 # TensorBoard scalars / progress-bar refresh
+  c.sample_every = 3000            # PNG sample grids (generators only)
+  c.seed = 0
+  c.worker_count = 0               # grain worker processes (0 = in-process)
+  c.progress_bar = True
+  c.distributed = False            # call jax.distributed.initialize() first
+  c.mesh_model_axis = 1            # >1 shards large params over a "model" axis
+  c.mesh_shard_min_size = 2**18    # ... those with at least this many elements
+  c.mixed_precision = False        # bf16 compute, fp32 master weights
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = ""
+  c.model.width_multiplier = 1.0
+  c.model.overrides = ml_collections.ConfigDict()  # extra models.create kwargs
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"        # "adam" (upstream) or "sgd"
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.warmup_steps = 0     # linear warmup from 0, then constant
+  c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+
+  c.data = ml_collections.ConfigDict()   # extra make_loader sample options
+  c.data.options = ml_collections.ConfigDict()
+
+  # Debug hooks used by the tests (never set in real runs).
+  c.debug = ml_collections.ConfigDict()
+  c.debug.nan_at_step = -1         # poison the batch of this step with NaN
+  c.debug.pause_at_step = -1       # fresh runs: wait after this step (kill tests)
+
+  if phase == "syncnet":
+    c.best_metric = "loss"
+    c.loss = ml_collections.ConfigDict()
+    c.loss.learned_logit_scale = False  # BCE(s*cos + b) instead of BCE(cos)
+    c.loss.init_logit_scale = 10.0
+    c.loss.init_logit_bias = -5.0
+  else:
+    c.best_metric = "loss"
+    c.syncnet_checkpoint = ""       # path, or "random" (tests/smoke only)
+    c.expert_bn = "running"
+    c.expert_width_multiplier = 1.0  # only for syncnet_checkpoint="random"
+    c.lpips_net = "vgg16"
+    c.loss = ml_collections.ConfigDict()
+    c.loss.l1 = 1.0
+    c.loss.l1_complement = True     # L1 weight = 1 - sync - gan (upstream)
+    c.loss.lpips = 0.0
+    c.loss.gan = 0.0
+    c.sync_schedule = ml_collections.ConfigDict()
+    c.sync_schedule.initial = 0.0
+    c.sync_schedule.value = 0.03
+    c.sync_schedule.threshold = 0.75  # switch on when eval sync < threshold
+    c.disc = ml_collections.ConfigDict()
+    c.disc.arch = "wav2lip_disc_qual"
+    c.disc.width_multiplier = 1.0
+    c.disc.learning_rate = 1e-4
+    c.disc.b1 = 0.5
+    c.disc.b2 = 0.999
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config for the CPU, the tests and the demo."""
+  c.batch_size = 8
+  c.num_steps = 200
+  c.eval_every = 50
+  c.eval_batches = 2
+  c.checkpoint_every = 50
+  c.log_every = 10
+  c.sample_every = 50
+  c.model.width_multiplier = 0.0625
+  if c.phase == "generator":
+    c.expert_width_multiplier = 0.0625
+    c.disc.width_multiplier = 0.0625
+  return c

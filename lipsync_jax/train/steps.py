@@ -1,0 +1,280 @@
+"""One pure, jit-compiled step per phase.
+
+    step = make_syncnet_train_step(model)          # or make_generator_train_step
+    state, metrics = step(state, batch, rng)      # pure; jitted by `jit_step`
+
+Batches are contract 5 (uint8 images, float32 mels); the step converts images
+to [0, 1] floats on device. Every step returns its metrics as float32
+scalars, including "loss"; the loop checks them for NaN/Inf before anything
+is checkpointed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from lipsync_jax import losses
+from lipsync_jax.train import sharding as sharding_lib
+from lipsync_jax.train.state import TrainState
+
+Array = jax.Array
+PyTree = Any
+Batch = dict[str, Array]
+Metrics = dict[str, Array]
+StepFn = Callable[[TrainState, Batch, Array], tuple[TrainState, Metrics]]
+LpipsApply = Callable[[PyTree, Array, Array], Array]
+
+MOUTH_ROW = 48  # rows MOUTH_ROW.. are the lower half of a 96x96 face
+
+
+def to_unit(x: Array) -> Array:
+  """uint8 images -> float32 in [0, 1]."""
+  return x.astype(jnp.float32) / 255.0
+
+
+def generator_inputs(batch: Batch) -> tuple[Array, Array]:
+  """Contract-5 generator batch -> (faces (B,T,96,96,6), ground truth (B,T,96,96,3)).
+
+  faces = concat([target with rows 48.. zeroed, reference], -1) in [0, 1].
+  """
+  gt = to_unit(batch["target"])
+  ref = to_unit(batch["reference"])
+  masked = gt.at[:, :, MOUTH_ROW:].set(0.0)
+  return jnp.concatenate([masked, ref], axis=-1), gt
+
+
+def _apply_updates(tx, grads, opt_state, params):
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+# -----------------------------------------------------------------------------
+# SyncNet expert.
+# -----------------------------------------------------------------------------
+
+def _syncnet_forward(model: nn.Module, trainable: PyTree, batch_stats: PyTree,
+                     batch: Batch, train: bool):
+  faces = losses.lower_half_stack(to_unit(batch["faces"]))  # (B,48,96,15)
+  variables = {"params": trainable["model"], "batch_stats": batch_stats}
+  if train:
+    (a, v), updates = model.apply(variables, batch["audio"], faces, train=True,
+                                  mutable=["batch_stats"])
+    new_stats = updates["batch_stats"]
+  else:
+    a, v = model.apply(variables, batch["audio"], faces, train=False)
+    new_stats = batch_stats
+  head = trainable["head"]
+  label = batch["label"].astype(jnp.float32)
+  loss, cos = losses.syncnet_loss(a, v, label, head.get("scale"), head.get("bias"))
+  if "scale" in head:
+    pred = head["scale"] * cos + head["bias"] > 0
+  else:
+    pred = cos > 0.5
+  metrics = {
+      "loss": loss,
+      "accuracy": jnp.mean((pred == (label > 0.5)).astype(jnp.float32)),
+      "cos_pos": jnp.sum(cos * label) / jnp.maximum(jnp.sum(label), 1.0),
+      "cos_neg": jnp.sum(cos * (1 - label)) / jnp.maximum(jnp.sum(1 - label), 1.0),
+  }
+  return loss, (new_stats, metrics)
+
+
+def make_syncnet_train_step(model: nn.Module) -> StepFn:
+  """Expert step: BCE(cos) (or BCE(s*cos+b)) on a contract-5 SyncNet batch.
+
+  batch: faces (B,5,96,96,3) uint8, audio (B,80,16,1) f32, label (B,) f32.
+  """
+
+  def step(state: TrainState, batch: Batch, rng: Array):
+    del rng  # the expert has no stochastic layers
+    trainable = {"model": state.params, "head": state.head}
+    grad_fn = jax.value_and_grad(
+        functools.partial(_syncnet_forward, model, train=True), has_aux=True)
+    (_, (new_stats, metrics)), grads = grad_fn(trainable, state.batch_stats, batch)
+    new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
+    metrics["grad_norm"] = optax.tree.norm(grads["model"])
+    if "scale" in state.head:
+      metrics["logit_scale"] = new["head"]["scale"]
+    state = state.replace(step=state.step + 1, params=new["model"],
+                          head=new["head"], batch_stats=new_stats,
+                          opt_state=opt_state)
+    return state, metrics
+
+  return step
+
+
+def make_syncnet_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], Metrics]:
+  def step(state: TrainState, batch: Batch) -> Metrics:
+    trainable = {"model": state.params, "head": state.head}
+    _, (_, metrics) = _syncnet_forward(model, trainable, state.batch_stats,
+                                       batch, train=False)
+    return metrics
+  return step
+
+
+# -----------------------------------------------------------------------------
+# Generators (+ optional visual-quality discriminator, fused in one step).
+# -----------------------------------------------------------------------------
+
+def make_expert_apply(expert: nn.Module, bn_mode: str):
+  """Frozen expert as `fn(variables, audio, faces) -> (a, v)`.
+
+  bn_mode "running": BN uses the expert's running statistics (eval mode).
+  bn_mode "batch": BN uses the statistics of the current (generated) batch,
+  as upstream does by leaving the expert in train mode; the running stats
+  are not updated (the expert stays frozen).
+  """
+  if bn_mode not in ("running", "batch"):
+    raise ValueError(f"expert_bn must be 'running' or 'batch', got {bn_mode!r}")
+
+  def apply(variables, audio, faces):
+    if bn_mode == "batch":
+      out, _ = expert.apply(variables, audio, faces, train=True,
+                            mutable=["batch_stats"])
+      return out
+    return expert.apply(variables, audio, faces, train=False)
+
+  return apply
+
+
+def combine_generator_losses(parts: Metrics, sync_weight: Array,
+                             loss_cfg: Any) -> Array:
+  """Total G loss from its parts, upstream's weighting.
+
+  total = w_l1 * l1 + sync_weight * sync + lpips * LPIPS + gan * GAN_G, with
+  w_l1 = 1 - sync_weight - gan when `l1_complement` (upstream), else `l1`.
+  """
+  gan_w = float(loss_cfg.gan)
+  w_l1 = (1.0 - sync_weight - gan_w) if loss_cfg.l1_complement else float(loss_cfg.l1)
+  total = w_l1 * parts["l1"] + sync_weight * parts["sync"]
+  if "lpips" in parts and loss_cfg.lpips:
+    total = total + float(loss_cfg.lpips) * parts["lpips"]
+  if "gan_g" in parts and gan_w:
+    total = total + gan_w * parts["gan_g"]
+  return total
+
+
+def _generator_parts(gen, expert_apply, lpips_apply, disc, loss_cfg,
+                     trainable, batch_stats, d_params, frozen, batch, train):
+  """Forward pass and loss parts. Returns (parts, new_batch_stats, pred, gt)."""
+  faces, gt = generator_inputs(batch)
+  variables = {"params": trainable["model"], "batch_stats": batch_stats}
+  if train:
+    pred, updates = gen.apply(variables, batch["audio"], faces, train=True,
+                              mutable=["batch_stats"])
+    new_stats = updates["batch_stats"]
+  else:
+    pred = gen.apply(variables, batch["audio"], faces, train=False)
+    new_stats = batch_stats
+  pred = pred.astype(jnp.float32)
+  parts = {"l1": losses.l1(pred, gt)}
+  parts["sync"], _ = losses.sync_loss(
+      functools.partial(expert_apply, frozen["expert"]), pred, batch["sync_audio"])
+  if lpips_apply is not None and loss_cfg.lpips:
+    parts["lpips"] = losses.lpips_loss(
+        functools.partial(lpips_apply, frozen["lpips"]), pred, gt)
+  if disc is not None:
+    fake = disc.apply({"params": d_params}, pred, method="logits")
+    parts["gan_g"] = losses.gan_generator_loss(fake)
+  return parts, new_stats, pred, gt
+
+
+def make_generator_train_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any, *,
+                              expert_bn: str = "running",
+                              lpips_apply: LpipsApply | None = None,
+                              disc: nn.Module | None = None) -> StepFn:
+  """G step (L1 + sync + LPIPS + GAN), then, with a discriminator, one D step
+  on BCE(D(y), 1) + BCE(D(G(x).detach()), 0) as upstream.
+
+  batch: target, reference (B,5,96,96,3) uint8; audio (B,5,80,16,1) f32;
+  sync_audio (B,80,16,1) f32. `state.frozen` holds {"expert": variables,
+  "lpips": params}.
+  """
+  expert_apply = make_expert_apply(expert, expert_bn)
+
+  def step(state: TrainState, batch: Batch, rng: Array):
+    del rng  # no stochastic layers
+    trainable = {"model": state.params, "head": state.head}
+
+    def g_loss(tr):
+      parts, new_stats, pred, gt = _generator_parts(
+          gen, expert_apply, lpips_apply, disc, loss_cfg, tr,
+          state.batch_stats, state.d_params, state.frozen, batch, train=True)
+      total = combine_generator_losses(parts, state.sync_weight, loss_cfg)
+      return total, (parts, new_stats, pred, gt)
+
+    (total, (parts, new_stats, pred, gt)), grads = jax.value_and_grad(
+        g_loss, has_aux=True)(trainable)
+    new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
+    metrics = dict(parts, loss=total, sync_weight=state.sync_weight,
+                   grad_norm=optax.tree.norm(grads["model"]))
+    state = state.replace(params=new["model"], head=new["head"],
+                          batch_stats=new_stats, opt_state=opt_state)
+    if disc is not None:
+      fake = jax.lax.stop_gradient(pred)
+
+      def d_loss(dp):
+        real_logits = disc.apply({"params": dp}, gt, method="logits")
+        fake_logits = disc.apply({"params": dp}, fake, method="logits")
+        return losses.gan_discriminator_loss(real_logits, fake_logits)
+
+      dl, d_grads = jax.value_and_grad(d_loss)(state.d_params)
+      d_params, d_opt_state = _apply_updates(state.d_tx, d_grads,
+                                             state.d_opt_state, state.d_params)
+      state = state.replace(d_params=d_params, d_opt_state=d_opt_state)
+      metrics["disc"] = dl
+    return state.replace(step=state.step + 1), metrics
+
+  return step
+
+
+def make_generator_eval_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any,
+                             sync_weight: float, *, expert_bn: str = "running",
+                             lpips_apply: LpipsApply | None = None,
+                             disc: nn.Module | None = None):
+  """Eval step -> (metrics, pred (B,T,96,96,3)). Its "loss" uses the fixed
+  `sync_weight` (the schedule's final value) so that eval losses stay
+  comparable across the schedule switch."""
+  expert_apply = make_expert_apply(expert, expert_bn)
+
+  def step(state: TrainState, batch: Batch):
+    trainable = {"model": state.params, "head": state.head}
+    parts, _, pred, _ = _generator_parts(
+        gen, expert_apply, lpips_apply, disc, loss_cfg, trainable,
+        state.batch_stats, state.d_params, state.frozen, batch, train=False)
+    metrics = dict(parts, loss=combine_generator_losses(
+        parts, jnp.float32(sync_weight), loss_cfg))
+    return metrics, pred
+
+  return step
+
+
+# -----------------------------------------------------------------------------
+# Compilation on a mesh.
+# -----------------------------------------------------------------------------
+
+def state_shardings(state: TrainState, mesh: Mesh,
+                    min_size: int = 2**18) -> TrainState:
+  return sharding_lib.param_shardings(state, mesh, min_size)
+
+
+def jit_train_step(step: StepFn, state: TrainState, mesh: Mesh, donate: bool = True,
+                   min_size: int = 2**18):
+  """jit with explicit shardings: state as `state_shardings`, batch over
+  "data", rng and metrics replicated. The state is donated."""
+  st = state_shardings(state, mesh, min_size)
+  repl = sharding_lib.replicated(mesh)
+  return jax.jit(step, in_shardings=(st, sharding_lib.batch_sharding(mesh), repl),
+                 out_shardings=(st, repl), donate_argnums=(0,) if donate else ())
+
+
+def jit_eval_step(step, state: TrainState, mesh: Mesh, min_size: int = 2**18):
+  st = state_shardings(state, mesh, min_size)
+  return jax.jit(step, in_shardings=(st, sharding_lib.batch_sharding(mesh)))

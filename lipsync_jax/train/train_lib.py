@@ -1,0 +1,452 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+WORKDIR layout after a run:
+
+  checkpoints/<step>/   orbax checkpoints (state, data-iterator state, meta)
+  model/, model_best/   exported models (lipsync_jax.checkpoint.save_model)
+  metrics.jsonl         one line per train step {"step", "loss", ...}
+  eval.jsonl            one line per evaluation
+  tb/                   TensorBoard event files
+  samples/step_N.png    val sample grids (generators)
+  summary.json          final summary
+  config.json           the config of the latest start
+
+Resume: starting again with the same workdir restores the latest checkpoint
+(params, batch stats, optimiser state, step, RNG key, sync weight and the
+data iterator) and continues with exactly the batches and losses of an
+uninterrupted run; metrics.jsonl lines after the checkpoint are dropped.
+SIGTERM saves a checkpoint after the current step and returns normally.
+A NaN/Inf loss raises `TrainingDiverged` before anything is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lipsync_jax import checkpoint as model_ckpt
+from lipsync_jax import models
+from lipsync_jax.train import checkpointing
+from lipsync_jax.train import sharding as sharding_lib
+from lipsync_jax.train import state as state_lib
+from lipsync_jax.train import steps as steps_lib
+from lipsync_jax.train import summary as summary_lib
+
+log = logging.getLogger(__name__)
+
+IMG = 96
+
+
+class TrainConfigError(ValueError):
+  """A config value that cannot work (one-line message)."""
+
+
+class TrainingDiverged(RuntimeError):
+  """A non-finite loss; the message names the step and last good checkpoint."""
+
+
+# -----------------------------------------------------------------------------
+# Set-up helpers.
+# -----------------------------------------------------------------------------
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  if config.phase not in ("syncnet", "generator"):
+    raise TrainConfigError(f"config.phase must be 'syncnet' or 'generator', got {config.phase!r}")
+  if not config.data_dir:
+    raise TrainConfigError("config.data_dir is not set (pass --config.data_dir=DIR)")
+  if not os.path.isdir(config.data_dir):
+    raise TrainConfigError(f"config.data_dir {config.data_dir} is not a directory")
+  for key in ("batch_size", "num_steps", "eval_every", "checkpoint_every", "log_every"):
+    if int(config[key]) <= 0:
+      raise TrainConfigError(f"config.{key} must be positive, got {config[key]}")
+  arch = config.model.arch
+  if config.phase == "syncnet" and arch != "syncnet_color":
+    raise TrainConfigError(f"the syncnet phase trains 'syncnet_color', not {arch!r}")
+  if config.phase == "generator":
+    if arch not in models.GENERATORS:
+      raise TrainConfigError(f"config.model.arch must be one of {models.GENERATORS}, got {arch!r}")
+    if not config.syncnet_checkpoint:
+      raise TrainConfigError("config.syncnet_checkpoint is not set: the generator needs "
+                             "a trained expert (a workdir, model dir or .pth)")
+    if config.expert_bn not in ("running", "batch"):
+      raise TrainConfigError(f"config.expert_bn must be 'running' or 'batch', got "
+                             f"{config.expert_bn!r}")
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `models.create` kwargs of the trained model (export config)."""
+  kw = {"width_multiplier": float(config.model.width_multiplier)}
+  kw.update(config.model.overrides.to_dict())
+  return kw
+
+
+def _dtype(config) -> Any:
+  return jnp.bfloat16 if config.mixed_precision else None
+
+
+def _init_variables(module, rng, *inputs) -> tuple[Any, Any]:
+  variables = jax.jit(lambda r: module.init(r, *inputs, train=False))(rng)
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def _dummy_inputs(arch: str) -> tuple[Any, ...]:
+  if arch == "syncnet_color":
+    return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG // 2, IMG, 15)))
+  if arch in models.GENERATORS:
+    return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG, IMG, 6)))
+  return (jnp.zeros((1, 1, IMG, IMG, 3)),)
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything built from a config before the loop."""
+  state: state_lib.TrainState
+  train_step: Any
+  eval_step: Any
+  mesh: Any
+  model: Any
+
+
+def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) -> Setup:
+  """Models, optimiser, initial state (on the mesh) and jitted steps.
+
+  Used by the loop and by the tests (which call the returned steps directly).
+  """
+  rng = jax.random.PRNGKey(int(config.seed))
+  init_rng, d_rng = jax.random.split(rng)
+  dtype = _dtype(config)
+  arch = config.model.arch
+  model = models.create(arch, dtype=dtype, **model_kwargs(config))
+  params, batch_stats = _init_variables(model, init_rng, *_dummy_inputs(arch))
+  opt = config.optimizer
+  tx = state_lib.make_optimizer(opt.learning_rate, opt.b1, opt.b2,
+                                int(opt.warmup_steps), float(opt.grad_clip_norm),
+                                name=opt.name)
+
+  if config.phase == "syncnet":
+    head = {}
+    if config.loss.learned_logit_scale:
+      head = {"scale": jnp.float32(config.loss.init_logit_scale),
+              "bias": jnp.float32(config.loss.init_logit_bias)}
+    state = state_lib.create_state(params, batch_stats, tx, head=head)
+    train_step = steps_lib.make_syncnet_train_step(model)
+    eval_step = steps_lib.make_syncnet_eval_step(model)
+  else:
+    frozen = {}
+    if config.syncnet_checkpoint == "random":
+      expert = models.create("syncnet_color", dtype=dtype,
+                             width_multiplier=float(config.expert_width_multiplier))
+      e_params, e_stats = _init_variables(expert, jax.random.PRNGKey(1),
+                                          *_dummy_inputs("syncnet_color"))
+      frozen["expert"] = {"params": e_params, "batch_stats": e_stats}
+    else:
+      loaded = model_ckpt.load_model(config.syncnet_checkpoint,
+                                     expected_arch="syncnet_color")
+      expert = models.create("syncnet_color", dtype=dtype, **dict(loaded.config))
+      frozen["expert"] = jax.tree_util.tree_map(jnp.asarray, dict(loaded.variables))
+    lpips_apply = None
+    if float(config.loss.lpips) > 0:
+      from lipsync_jax import lpips as lpips_lib
+      net = config.lpips_net
+      frozen["lpips"] = jax.tree_util.tree_map(
+          jnp.asarray, lpips_lib.load_lpips_params(net)) if with_frozen else None
+      lpips_apply = lambda p, x, y: lpips_lib.lpips_distance(p, x, y, net, dtype)
+    disc = d_params = d_tx = None
+    if float(config.loss.gan) > 0:
+      disc = models.create(config.disc.arch, dtype=dtype,
+                           width_multiplier=float(config.disc.width_multiplier))
+      d_params, _ = _init_variables(disc, d_rng, *_dummy_inputs(config.disc.arch))
+      d_tx = state_lib.make_optimizer(config.disc.learning_rate, config.disc.b1,
+                                      config.disc.b2)
+    state = state_lib.create_state(
+        params, batch_stats, tx, d_params=d_params, d_tx=d_tx,
+        sync_weight=float(config.sync_schedule.initial), frozen=frozen)
+    kw = dict(expert_bn=config.expert_bn, lpips_apply=lpips_apply, disc=disc)
+    train_step = steps_lib.make_generator_train_step(model, expert, config.loss, **kw)
+    eval_step = steps_lib.make_generator_eval_step(
+        model, expert, config.loss, float(config.sync_schedule.value), **kw)
+
+  min_size = int(config.mesh_shard_min_size)
+  state = jax.device_put(state, steps_lib.state_shardings(state, mesh, min_size))
+  return Setup(state=state,
+               train_step=steps_lib.jit_train_step(train_step, state, mesh,
+                                                   min_size=min_size),
+               eval_step=steps_lib.jit_eval_step(eval_step, state, mesh, min_size),
+               mesh=mesh, model=model)
+
+
+def _loader_kind(config) -> str:
+  return "syncnet" if config.phase == "syncnet" else "generator"
+
+
+def make_train_loader(config):
+  from lipsync_jax import data
+  return data.make_loader(
+      config.data_dir, "train", _loader_kind(config), int(config.batch_size),
+      int(config.seed), worker_count=int(config.worker_count),
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      **config.data.options.to_dict())
+
+
+def make_val_loader(config):
+  """An endless, seeded val stream: a fresh iterator yields the same batches."""
+  from lipsync_jax import data
+  return data.make_loader(
+      config.data_dir, "val", _loader_kind(config), int(config.batch_size),
+      int(config.seed) + 1, worker_count=0,
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      **config.data.options.to_dict())
+
+
+def _host(metrics: dict[str, Any]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+  return all(math.isfinite(v) for v in metrics.values())
+
+
+def evaluate(setup: Setup, config, val_loader) -> tuple[dict[str, float], Any]:
+  """Mean metrics over `config.eval_batches` val batches, and the first
+  batch with its predictions (generators) for the sample grid."""
+  it = iter(val_loader)
+  sums: dict[str, float] = {}
+  first = None
+  n = 0
+  for _ in range(int(config.eval_batches)):
+    try:
+      batch = next(it)
+    except StopIteration:
+      break
+    gbatch = sharding_lib.shard_batch(_model_inputs(batch), setup.mesh)
+    out = setup.eval_step(setup.state, gbatch)
+    metrics, pred = out if isinstance(out, tuple) else (out, None)
+    m = _host(metrics)
+    for k, v in m.items():
+      sums[k] = sums.get(k, 0.0) + v
+    if first is None and pred is not None:
+      first = (batch, np.asarray(jax.device_get(pred)))
+    n += 1
+  if n == 0:
+    raise TrainConfigError("the val split yielded no batch")
+  return {k: v / n for k, v in sums.items()}, first
+
+
+_BATCH_KEYS = {"faces", "audio", "label", "target", "reference", "sync_audio"}
+
+
+def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k: v for k, v in batch.items() if k in _BATCH_KEYS}
+
+
+def _poison(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  out = dict(batch)
+  out["audio"] = np.full_like(batch["audio"], np.nan)
+  return out
+
+
+# -----------------------------------------------------------------------------
+# The loop.
+# -----------------------------------------------------------------------------
+
+class _StopFlag:
+  """Set by SIGTERM (preemption); the loop saves and returns."""
+
+  def __init__(self):
+    self.stop = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.stop = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _export(workdir: str, name: str, config, state, step: int,
+            extra: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  variables = {"params": jax.device_get(state.params)}
+  if state.batch_stats:
+    variables["batch_stats"] = jax.device_get(state.batch_stats)
+  meta = {"step": step, "phase": config.phase, **extra}
+  if "scale" in state.head:
+    meta["logit_scale"] = float(state.head["scale"])
+    meta["logit_bias"] = float(state.head["bias"])
+  model_ckpt.save_model(os.path.join(workdir, name), config.model.arch,
+                        model_kwargs(config), variables, extra_meta=meta)
+
+
+def _trainable_for_ckpt(state) -> dict[str, Any]:
+  return {k: v for k, v in state.trainable().items() if v is not None}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains per `config`, resuming from `workdir` if it holds a checkpoint.
+
+  Returns the summary dict (also written to WORKDIR/summary.json).
+  Raises:
+    TrainConfigError / CheckpointError / DatasetFormatError (ValueErrors) for
+    bad configs or inputs; TrainingDiverged for a NaN/Inf loss.
+  """
+  _validate(config)
+  if config.distributed:
+    jax.distributed.initialize()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  mesh = sharding_lib.make_mesh(model_axis=int(config.mesh_model_axis))
+  try:
+    sharding_lib.check_batch_size(int(config.batch_size), mesh)
+  except ValueError as e:
+    raise TrainConfigError(str(e)) from None
+
+  setup = build(config, mesh)
+  train_loader = make_train_loader(config)
+  val_loader = make_val_loader(config)
+  data_iter = iter(train_loader)
+
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    keep_last=int(config.keep_last),
+                                    best_metric=config.best_metric)
+  base_key = jax.random.PRNGKey(int(config.seed))
+  best = {"value": math.inf, "step": None}
+  start = 0
+  last_good: str | None = None
+  latest = ckpt.latest_step()
+  if latest is not None:
+    trainable, meta = ckpt.restore(latest, _trainable_for_ckpt(setup.state), data_iter)
+    setup.state = setup.state.replace_trainable(trainable)
+    base_key = jnp.asarray(np.asarray(meta["rng"], np.uint32))
+    best = dict(meta.get("best", best))
+    if best["value"] is None:
+      best["value"] = math.inf
+    start = latest
+    last_good = ckpt.step_dir(latest)
+    log.info("resumed from %s", last_good)
+  if int(setup.state.step) != start:
+    raise TrainConfigError(f"checkpoint step {start} holds state step {int(setup.state.step)}")
+
+  writer = summary_lib.MetricsWriter(workdir, enabled=is_main, resume_step=start)
+  if is_main:
+    summary_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+
+  repl = sharding_lib.replicated(mesh)
+
+  def save(step: int, eval_metrics: dict[str, float] | None = None) -> str:
+    meta = {"rng": np.asarray(jax.device_get(base_key)).tolist(),
+            "best": {"value": None if math.isinf(best["value"]) else best["value"],
+                     "step": best["step"]},
+            "eval": eval_metrics}
+    path = ckpt.save(step, _trainable_for_ckpt(setup.state), data_iter, meta,
+                     metrics=eval_metrics)
+    _export(workdir, "model", config, setup.state, step, {"eval": eval_metrics})
+    return path
+
+  num_steps = int(config.num_steps)
+  t0 = time.time()
+  status = "completed"
+  train_m: dict[str, float] = {}
+  eval_m: dict[str, float] | None = None
+  pbar = summary_lib.progress(num_steps, start, enabled=is_main and config.progress_bar)
+  step = start
+  try:
+    with _StopFlag() as flag:
+      while step < num_steps:
+        batch = _model_inputs(next(data_iter))
+        if step + 1 == int(config.debug.nan_at_step):
+          batch = _poison(batch)
+        gbatch = sharding_lib.shard_batch(batch, mesh)
+        rng = jax.random.fold_in(base_key, step)
+        setup.state, metrics = setup.train_step(setup.state, gbatch, rng)
+        step += 1
+        train_m = _host(metrics)
+        if not _finite(train_m):
+          bad = ", ".join(f"{k}={v}" for k, v in train_m.items() if not math.isfinite(v))
+          where = (f"last good checkpoint: {last_good}" if last_good
+                   else "no checkpoint was saved before it")
+          raise TrainingDiverged(f"non-finite loss at step {step} ({bad}); training "
+                                 f"stopped without saving; {where}")
+        writer.train(step, train_m, log_tb=step % int(config.log_every) == 0)
+        pbar.update(step, train_m)
+
+        improved = False
+        eval_now = step % int(config.eval_every) == 0 or step == num_steps
+        if eval_now:
+          eval_m, first = evaluate(setup, config, val_loader)
+          writer.eval(step, eval_m)
+          if config.phase == "generator":
+            sw = float(setup.state.sync_weight)
+            if (sw != float(config.sync_schedule.value)
+                and eval_m["sync"] < float(config.sync_schedule.threshold)):
+              setup.state = setup.state.replace(sync_weight=jax.device_put(
+                  jnp.float32(config.sync_schedule.value), repl))
+              log.info("step %d: eval sync %.4f < %.4f, sync weight -> %g", step,
+                       eval_m["sync"], config.sync_schedule.threshold,
+                       config.sync_schedule.value)
+            if (first is not None and is_main and config.sample_every > 0
+                and step % int(config.sample_every) == 0):
+              summary_lib.save_sample_grid(workdir, step, first[0], first[1])
+          value = eval_m.get(config.best_metric)
+          if value is not None and value < best["value"]:
+            best = {"value": value, "step": step}
+            improved = True
+        if step % int(config.checkpoint_every) == 0 or improved or step == num_steps:
+          last_good = save(step, eval_m if eval_now else None)
+          if improved:
+            _export(workdir, "model_best", config, setup.state, step, {"eval": eval_m})
+        if step == int(config.debug.pause_at_step) and start == 0:
+          while not flag.stop:  # test hook (fresh runs only): wait to be killed
+            time.sleep(0.05)
+        if flag.stop:
+          if ckpt.latest_step() != step:
+            last_good = save(step)
+          status = "preempted"
+          log.warning("SIGTERM: saved %s, stopping", last_good)
+          break
+  finally:
+    pbar.close()
+    writer.close()
+    ckpt.close()
+
+  wall = time.time() - t0
+  summary = {
+      "status": status,
+      "phase": config.phase,
+      "arch": config.model.arch,
+      "step": step,
+      "num_steps": num_steps,
+      "resumed_from": start or None,
+      "wall_time_s": round(wall, 3),
+      "steps_per_s": round((step - start) / wall, 4) if wall > 0 else None,
+      "final_train": train_m,
+      "final_eval": eval_m,
+      "best": best if best["step"] is not None else None,
+      "last_checkpoint": last_good,
+      "devices": jax.device_count(),
+      "processes": jax.process_count(),
+  }
+  if is_main:
+    summary_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  return summary

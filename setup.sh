@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-command setup for a fresh machine: creates ./.venv and installs
+# lipsync-jax with its test tools and the CPU build of PyTorch (used only for
+# .pth checkpoint import and the PyTorch comparisons).
+#
+#   bash setup.sh                      # Python from $PYTHON or python3
+#   TORCH_SPEC=none bash setup.sh      # skip PyTorch
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+VENV="${VENV:-.venv}"
+
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+if [ "$TORCH_SPEC" = "none" ]; then
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+else
+  "$VENV/bin/python" -m pip install -q "$TORCH_SPEC" -e ".[dev,torch]"
+fi
+# MediaPipe's wheel carries the BlazeFace face-detector weights (.tflite) that
+# our default detector runs under ai-edge-litert. We never import mediapipe, and
+# its own requirements pin an old numpy, so it is installed without them.
+"$VENV/bin/python" -m pip install -q --no-deps mediapipe==0.10.21
+"$VENV/bin/python" -c "import lipsync_jax, jax; print('lipsync-jax', lipsync_jax.__version__, 'on jax', jax.__version__, jax.devices())"

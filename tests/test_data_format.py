@@ -1,0 +1,168 @@
+"""Round trips of the ArrayRecord dataset format."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lipsync_jax.data import format as fmt
+from lipsync_jax.data import testing
+
+
+def _clip(rng, t=12, mel_cols=170, name="spk/a"):
+  found = np.ones((t,), bool)
+  found[4] = False
+  return fmt.ClipMeta(
+      clip_id=name, speaker_id="spk", source=f"/raw/{name}.mp4", fps=25.0,
+      num_frames=t, found=found, boxes=rng.uniform(0, 100, (t, 4)),
+      detector="test", mel_cols=mel_cols, notes=["note"],
+      file="shards/s.array_record")
+
+
+@pytest.mark.parametrize("codec", fmt.CODECS)
+def test_round_trip(tmp_path, codec):
+  rng = np.random.default_rng(0)
+  clips = [_clip(rng, name="spk/a"), _clip(rng, t=7, mel_cols=80, name="spk/b")]
+  mels, frames = [], []
+  with fmt.ShardWriter(tmp_path / "shards/s.array_record") as w:
+    for c in clips:
+      mel = rng.uniform(-4, 4, (80, c.mel_cols)).astype(np.float32)
+      fr = [None if not f else cv2.resize(
+          rng.integers(0, 256, (4, 4, 3), np.uint8), (16, 16))
+            for f in c.found]
+      w.write_clip(c, mel, fr, codec)
+      mels.append(mel)
+      frames.append(fr)
+  fmt.write_index(tmp_path, clips, img_size=16, codec=codec, fps=25.0)
+  fmt.write_splits(tmp_path, {"train": ["spk/b"], "val": ["spk/a"]})
+  index = fmt.load_index(tmp_path)
+  assert index.codec == codec and index.img_size == 16
+  assert [c.clip_id for c in index.split("train")] == ["spk/b"]
+  assert index.split("test") == []
+  reader = fmt.ClipReader(tmp_path, codec, 16)
+  for c, mel, fr in zip(index.clips, mels, frames):
+    np.testing.assert_array_equal(c.found, fr and [f is not None for f in fr])
+    np.testing.assert_allclose(reader.full_mel(c), mel, atol=4e-3)
+    # A window straddling a mel block boundary.
+    if c.mel_cols > 90:
+      np.testing.assert_allclose(reader.mel(c, 70, 86), mel[:, 70:86],
+                                 atol=4e-3)
+    got = reader.frames(c, 0, 4)
+    want = np.stack(fr[:4])
+    if codec == "jpeg":
+      assert np.abs(got.astype(int) - want).mean() < 4  # lossy
+    else:
+      np.testing.assert_array_equal(got, want)
+    with pytest.raises(fmt.DatasetFormatError, match="without a face"):
+      reader.frames(c, 2, 5)
+  # The shard is self-describing: metadata (with boxes) rebuilt by scanning.
+  scanned = fmt.scan_shard(tmp_path / "shards/s.array_record")
+  assert [(c.clip_id, c.offset) for c in scanned] == [
+      (c.clip_id, c.offset) for c in index.clips]
+  np.testing.assert_allclose(scanned[0].boxes, clips[0].boxes, atol=0.01)
+
+
+def test_writer_is_atomic(tmp_path):
+  path = tmp_path / "x.array_record"
+  with pytest.raises(RuntimeError):
+    with fmt.ShardWriter(path) as w:
+      w.write(b"abc")
+      raise RuntimeError("boom")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_inconsistent_clip_rejected(tmp_path):
+  rng = np.random.default_rng(1)
+  c = _clip(rng)
+  with pytest.raises(fmt.DatasetFormatError, match="found mask"):
+    with fmt.ShardWriter(tmp_path / "x.array_record") as w:
+      w.write_clip(c, np.zeros((80, c.mel_cols)), [np.zeros((8, 8, 3))] * 12,
+                   "raw")
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_splits_deterministic_and_by_speaker():
+  clips = [fmt.ClipMeta(clip_id=f"s{i % 7}/c{i}", speaker_id=f"s{i % 7}",
+                        source="", fps=25, num_frames=1, found=np.ones(1, bool),
+                        boxes=np.zeros((1, 4)), detector="", mel_cols=1)
+           for i in range(300)]
+  a = fmt.assign_splits(clips, "clip", (0.8, 0.1, 0.1))
+  assert a == fmt.assign_splits(clips[::-1], "clip", (0.8, 0.1, 0.1))
+  assert sum(len(v) for v in a.values()) == 300
+  assert 0.7 < len(a["train"]) / 300 < 0.9
+  b = fmt.assign_splits(clips, "speaker", (0.5, 0.25, 0.25))
+  for split, ids in b.items():
+    for other, oids in b.items():
+      if other != split:
+        assert not {i.split("/")[0] for i in ids} & {
+            i.split("/")[0] for i in oids}
+  with pytest.raises(ValueError, match="split-by"):
+    fmt.assign_splits(clips, "day")
+
+
+def test_load_index_errors(tmp_path):
+  with pytest.raises(fmt.DatasetFormatError, match="not a lipsync dataset"):
+    fmt.load_index(tmp_path)
+  (tmp_path / "index.json").write_text("{")
+  with pytest.raises(fmt.DatasetFormatError, match="not valid JSON"):
+    fmt.load_index(tmp_path)
+
+
+def test_synthetic_dataset(tmp_path):
+  d = testing.write_synthetic_dataset(tmp_path, num_clips=3, num_frames=30,
+                                      img_size=48, seed=4)
+  index = fmt.load_index(d)
+  assert len(index.clips) == 3 and index.img_size == 48
+  assert [c.num_frames for c in index.clips] == [30] * 3
+  assert not index.clips[1].found[18:20].any()
+  assert len(index.split("train")) == 3 and len(index.split("val")) == 1
+  reader = fmt.ClipReader(d, index.codec, 48)
+  fr = reader.frames(index.clips[0], 0, 5)
+  assert fr.shape == (5, 48, 48, 3) and fr.std() > 10
+  mel = reader.full_mel(index.clips[0])
+  assert mel.shape == (80, 97) and np.isfinite(mel).all()
+
+
+def test_convert_wav2lip_tree(tmp_path):
+  import soundfile as sf
+  from lipsync_jax.data import make_loader
+  from lipsync_jax.data import wav2lip_tree
+  rng = np.random.default_rng(0)
+  root, lists = tmp_path / "pre", tmp_path / "filelists"
+  lists.mkdir()
+  frames = {}
+  for cid, n, missing in (("d1/c1", 30, {7}), ("d1/c2", 25, set()),
+                          ("d2/c3", 28, {0, 27})):
+    d = root / cid
+    d.mkdir(parents=True)
+    frames[cid] = {}
+    for t in range(n):
+      if t in missing:
+        continue
+      img = cv2.resize(rng.integers(0, 256, (4, 4, 3), np.uint8), (40, 50))
+      cv2.imwrite(str(d / f"{t}.jpg"), img)
+      frames[cid][t] = cv2.resize(cv2.imread(str(d / f"{t}.jpg")), (32, 32))
+    wav = 0.1 * np.sin(np.arange(int(n / 25 * 16000)) / 9.0)
+    sf.write(d / "audio.wav", wav.astype(np.float32), 16000)
+  (root / "d2" / "empty").mkdir()
+  (lists / "train.txt").write_text("d1/c1\nd2/c3\nd2/empty\n")
+  (lists / "val.txt").write_text("d1/c2 NF\nd9/gone\n")
+  report = wav2lip_tree.convert(root, lists, tmp_path / "ds", img_size=32,
+                                codec="png", progress=False)
+  reasons = {e["clip_id"]: e["reason"] for e in report["clips"]}
+  assert reasons == {"d1/c1": "", "d2/c3": "", "d2/empty":
+                     "no numbered .jpg frames", "d1/c2": "",
+                     "d9/gone": "clip folder not found"}
+  index = fmt.load_index(tmp_path / "ds")
+  assert [c.clip_id for c in index.split("train")] == ["d1/c1", "d2/c3"]
+  assert [c.clip_id for c in index.split("val")] == ["d1/c2"]
+  c1 = index.by_id()["d1/c1"]
+  assert c1.num_frames == 30 and np.nonzero(~c1.found)[0].tolist() == [7]
+  c3 = index.by_id()["d2/c3"]
+  assert c3.num_frames == 27 and np.nonzero(~c3.found)[0].tolist() == [0]
+  reader = fmt.ClipReader(tmp_path / "ds", "png", 32)
+  np.testing.assert_array_equal(reader.frames(c1, 8, 5)[0], frames["d1/c1"][8])
+  b = next(iter(make_loader(tmp_path / "ds", "train", "syncnet", 4, 0,
+                            shard_index=0, shard_count=1)))
+  assert b["faces"].shape == (4, 5, 32, 32, 3)

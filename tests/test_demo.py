@@ -1,0 +1,137 @@
+"""The end-to-end demo (reduced) and the synthetic talking-face generator."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from lipsync_jax import demo
+from lipsync_jax import synthetic
+
+
+# -----------------------------------------------------------------------------
+# synthetic.py (fast).
+# -----------------------------------------------------------------------------
+
+def test_mouth_track_follows_phoneme_segments():
+  # 8 frames of /m/, 8 of /a/, 8 of /p/, 8 of /a:/ at 25 fps.
+  seg = 8 / synthetic.FPS
+  speech = synthetic.Speech(np.zeros(16000, np.float32), (
+      (0.0, seg, "m"), (seg, 2 * seg, "a"), (2 * seg, 3 * seg, "p"),
+      (3 * seg, 4 * seg, "'a:")))
+  track = synthetic.mouth_track(speech, 32)
+  opening = track[:, 0]
+  # Away from the boundaries (coarticulation spans one frame each side).
+  assert np.all(opening[1:7] < 0.05)
+  assert np.all(opening[17:23] < 0.05)
+  assert np.all(opening[9:15] > 0.9)
+  assert np.all(opening[25:31] > 0.9)
+
+
+def test_mouth_track_of_real_speech_opens_on_vowels_closes_on_bilabials():
+  speech = synthetic.synthesize("papa bob, mama", voice="en-us", rate=120)
+  n = int(round(speech.duration * synthetic.FPS))
+  opening = synthetic.mouth_track(speech, n)[:, 0]
+
+  def frames_of(symbols):
+    out = []
+    for start, end, sym in speech.phonemes:
+      if sym.strip("',%=_:!") in symbols:
+        first, last = int(start * synthetic.FPS), int(np.ceil(end * synthetic.FPS))
+        out.append(opening[first:max(last, first + 1)])
+    return out
+
+  bilabial = frames_of({"p", "b", "m"})
+  vowels = frames_of({"a", "A", "0", "V", "aa"})
+  assert len(bilabial) >= 5 and len(vowels) >= 3, speech.phonemes
+  # Every closure reaches a nearly closed mouth; every open vowel opens wide.
+  assert max(seg.min() for seg in bilabial) < 0.3
+  assert min(seg.max() for seg in vowels) > 0.8
+
+
+def test_clips_are_deterministic_for_a_seed():
+  a = synthetic.make_clip(7, identity=1, num_phrases=1, out_size=64)
+  b = synthetic.make_clip(7, identity=1, num_phrases=1, out_size=64)
+  c = synthetic.make_clip(8, identity=1, num_phrases=1, out_size=64)
+  assert a.text == b.text and a.voice == b.voice and a.identity == b.identity
+  # eSpeak NG carries state between utterances: a few samples of timing.
+  assert a.frames.shape == b.frames.shape
+  assert abs(len(a.wav) - len(b.wav)) < 16
+  np.testing.assert_allclose(a.mouth, b.mouth, atol=0.05)
+  assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 0.5
+  assert a.frames.shape[1:] == (64, 64, 3) and a.frames.dtype == np.uint8
+  assert len(a.frames) == int(round(len(a.wav) / synthetic.SAMPLE_RATE * synthetic.FPS))
+  assert a.text != c.text or not np.array_equal(a.wav, c.wav)
+
+
+def test_render_clip_same_motion_differs_only_in_the_mouth():
+  x = synthetic.render_clip("bin blue at a now", 2, motion_seed=5, out_size=128)
+  y = synthetic.render_clip("set red by z soon", 2, motion_seed=5, out_size=128)
+  n = min(len(x.frames), len(y.frames))
+  diff = np.abs(x.frames[:n].astype(int) - y.frames[:n].astype(int)).sum(-1)
+  rows = diff.sum(2)   # (T, H): per frame and row
+  mouth_rows = rows[:, 64:110].sum()
+  assert mouth_rows > 0
+  assert mouth_rows / max(rows.sum(), 1) > 0.9   # differences sit in the mouth rows
+
+
+def test_cli_refuses_a_non_empty_foreign_workdir(tmp_path, capsys):
+  (tmp_path / "precious.txt").write_text("keep me")
+  assert demo.main(["--workdir", str(tmp_path), "--force", "--no-progress"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and "refusing" in err[0]
+  assert (tmp_path / "precious.txt").exists()
+
+
+# -----------------------------------------------------------------------------
+# The reduced demo, end to end.
+# -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("demo")
+  summary = demo.run_demo(workdir, quick=True, seed=0, progress=False)
+  return workdir, summary
+
+
+def test_expert_beats_chance_on_held_out_clips(quick_demo):
+  _, summary = quick_demo
+  assert summary["prepare"]["val_clips"] >= 2
+  assert summary["expert_val_accuracy"] > 0.65, summary["expert"]
+
+
+def test_trained_generator_syncs_better_than_untrained(quick_demo):
+  _, summary = quick_demo
+  scores = summary["sync"]["scores"]
+  assert scores["after"]["lse_c"] > scores["before"]["lse_c"], scores
+  assert scores["after"]["lse_d"] < scores["before"]["lse_d"], scores
+
+
+def test_demo_video_has_streams_and_duration(quick_demo):
+  workdir, summary = quick_demo
+  pair = summary["data"]["heldout"][0]
+  speech_seconds = pair["frames"] / synthetic.FPS
+  with av.open(str(workdir / "demo.mp4")) as f:
+    v = f.streams.video[0]
+    a = f.streams.audio[0]
+    assert v.codec_context.name == "h264"
+    assert a.codec_context.name == "aac"
+    frames = sum(1 for _ in f.decode(video=0))
+    duration = float(f.duration) / av.time_base
+  assert abs(frames - pair["frames"]) <= 1
+  assert abs(duration - speech_seconds) < 0.2
+  assert v.codec_context.width == 3 * v.codec_context.height
+
+
+def test_demo_writes_report_and_summary(quick_demo):
+  workdir, summary = quick_demo
+  assert (workdir / "report" / "loss_curves.png").stat().st_size > 0
+  assert (workdir / "report" / "mouth_grid.png").stat().st_size > 0
+  on_disk = json.loads((workdir / "demo_summary.json").read_text())
+  assert on_disk["sync"]["scores"] == summary["sync"]["scores"]
+  table = demo.format_table(summary)
+  assert "LSE-D" in table and "ground truth" in table
+  assert set(demo.STAGES) <= set(summary["timings_s"])

@@ -1,0 +1,135 @@
+"""Loss functions against independent references (PyTorch, closed forms)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lipsync_jax import losses
+from lipsync_jax import lpips as lpips_lib
+from lipsync_jax.train import steps
+
+
+def test_bce_matches_torch_including_log_clamp():
+  p = np.array([0.0, 1e-50, 0.2, 0.5, 0.9, 1.0, 1.0, 0.0], np.float32)
+  y = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+  want = F.binary_cross_entropy(torch.from_numpy(p), torch.from_numpy(y)).item()
+  got = float(losses.bce(jnp.asarray(p), jnp.asarray(y)))
+  assert np.isfinite(got)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # p = 0 with label 1 costs exactly the clamp, 100.
+  assert float(losses.bce(jnp.zeros(3), 1.0)) == pytest.approx(100.0)
+  # The gradient at the clamp is finite too.
+  g = jax.grad(lambda q: losses.bce(q, 1.0))(jnp.array([0.0, 0.5]))
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_bce_with_logits_matches_torch_and_prob_version():
+  z = np.linspace(-30, 30, 13).astype(np.float32)
+  y = (np.arange(13) % 2).astype(np.float32)
+  want = F.binary_cross_entropy_with_logits(torch.from_numpy(z), torch.from_numpy(y)).item()
+  np.testing.assert_allclose(float(losses.bce_with_logits(z, y)), want, rtol=1e-6)
+  zm = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], np.float32)  # moderate: same as BCE(sigmoid)
+  np.testing.assert_allclose(float(losses.bce_with_logits(zm, y[4:9])),
+                             float(losses.bce(jax.nn.sigmoid(zm), y[4:9])), rtol=1e-5)
+
+
+def test_lower_half_stack_layout():
+  x = np.random.default_rng(0).random((2, 5, 96, 96, 3)).astype(np.float32)
+  out = np.asarray(losses.lower_half_stack(jnp.asarray(x)))
+  assert out.shape == (2, 48, 96, 15)
+  for t in range(5):
+    for c in range(3):
+      np.testing.assert_array_equal(out[..., 3 * t + c], x[:, t, 48:, :, c])
+  # Same as upstream's torch.cat([x[:, :, i] for i in range(T)], dim=1) in NCHW.
+  xt = torch.from_numpy(x).permute(0, 4, 1, 2, 3)[:, :, :, 48:]  # (B,3,T,48,96)
+  ref = torch.cat([xt[:, :, i] for i in range(5)], dim=1).permute(0, 2, 3, 1)
+  np.testing.assert_array_equal(out, ref.numpy())
+
+
+def test_sync_loss_is_bce_of_cosine_on_lower_halves():
+  rng = np.random.default_rng(1)
+  gen = rng.random((3, 5, 96, 96, 3)).astype(np.float32)
+  audio = rng.normal(size=(3, 80, 16, 1)).astype(np.float32)
+  seen = {}
+
+  def fake_expert(a, v):
+    seen["a"], seen["v"] = a.shape, v.shape
+    # a deterministic function of the inputs, like an expert
+    ae = jnp.abs(a.reshape(a.shape[0], -1)[:, :8]) + 0.1
+    ve = jnp.abs(v.reshape(v.shape[0], -1)[:, :8]) + 0.1
+    return ae, ve
+
+  loss, cos = losses.sync_loss(fake_expert, jnp.asarray(gen), jnp.asarray(audio))
+  assert seen == {"a": (3, 80, 16, 1), "v": (3, 48, 96, 15)}
+  ae = np.abs(audio.reshape(3, -1)[:, :8]) + 0.1
+  ve = np.abs(np.asarray(losses.lower_half_stack(gen)).reshape(3, -1)[:, :8]) + 0.1
+  want_cos = (ae * ve).sum(1) / np.linalg.norm(ae, axis=1) / np.linalg.norm(ve, axis=1)
+  np.testing.assert_allclose(np.asarray(cos), want_cos, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), -np.log(want_cos).mean(), rtol=1e-5)
+  # Only the lower half matters.
+  gen2 = gen.copy()
+  gen2[:, :, :48] = 0
+  loss2, _ = losses.sync_loss(fake_expert, jnp.asarray(gen2), jnp.asarray(audio))
+  assert float(loss2) == float(loss)
+
+
+def test_syncnet_loss_plain_and_learned_scale():
+  a = jnp.array([[1.0, 0.0], [0.6, 0.8]])
+  v = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  y = jnp.array([1.0, 0.0])
+  loss, cos = losses.syncnet_loss(a, v, y)
+  np.testing.assert_allclose(np.asarray(cos), [1.0, 0.8], rtol=1e-6)
+  np.testing.assert_allclose(float(loss), (0.0 - np.log(0.2)) / 2, rtol=1e-5)
+  loss_s, _ = losses.syncnet_loss(a, v, y, jnp.float32(10.0), jnp.float32(-5.0))
+  z = np.array([5.0, 3.0])
+  want = F.binary_cross_entropy_with_logits(torch.tensor(z), torch.tensor([1.0, 0.0])).item()
+  np.testing.assert_allclose(float(loss_s), want, rtol=1e-5)
+
+
+def test_gan_losses_match_torch():
+  rng = np.random.default_rng(2)
+  real, fake = rng.normal(size=(6, 1)).astype(np.float32), rng.normal(size=(6, 1)).astype(np.float32)
+  bce = lambda z, t: F.binary_cross_entropy(torch.sigmoid(torch.from_numpy(z)),
+                                            torch.full((6, 1), t)).item()
+  np.testing.assert_allclose(float(losses.gan_generator_loss(fake)), bce(fake, 1.0), rtol=1e-5)
+  np.testing.assert_allclose(float(losses.gan_discriminator_loss(real, fake)),
+                             bce(real, 1.0) + bce(fake, 0.0), rtol=1e-5)
+
+
+def test_lpips_term_is_frozen_and_differentiable_in_images():
+  params = jax.tree_util.tree_map(jnp.asarray, lpips_lib.load_lpips_params("alexnet"))
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.random((1, 2, 64, 64, 3)).astype(np.float32))
+  y = jnp.asarray(rng.random((1, 2, 64, 64, 3)).astype(np.float32))
+  fn = lambda p, a, b: losses.lpips_loss(
+      lambda u, w: lpips_lib.lpips_distance(p, u, w, "alexnet"), a, b)
+  assert float(fn(params, x, x)) == pytest.approx(0.0, abs=1e-6)
+  d = float(fn(params, x, y))
+  assert d > 0.01
+  g_params, g_x = jax.grad(fn, argnums=(0, 1))(params, x, y)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(g_params))
+  assert float(jnp.abs(g_x).max()) > 0
+
+
+def test_generator_loss_weighting_is_upstream():
+  parts = {"l1": jnp.float32(0.2), "sync": jnp.float32(0.7), "gan_g": jnp.float32(0.9),
+           "lpips": jnp.float32(0.4)}
+  cfg = ml_collections.ConfigDict({"l1": 1.0, "l1_complement": True, "lpips": 0.1, "gan": 0.07})
+  total = float(steps.combine_generator_losses(parts, jnp.float32(0.03), cfg))
+  want = 0.03 * 0.7 + 0.07 * 0.9 + (1 - 0.03 - 0.07) * 0.2 + 0.1 * 0.4
+  assert total == pytest.approx(want, rel=1e-6)
+  cfg.l1_complement = False
+  cfg.l1 = 2.0
+  total = float(steps.combine_generator_losses(parts, jnp.float32(0.0), cfg))
+  assert total == pytest.approx(2.0 * 0.2 + 0.07 * 0.9 + 0.1 * 0.4, rel=1e-6)
+
+
+def test_all_finite():
+  assert bool(losses.all_finite({"a": jnp.float32(1.0), "b": jnp.ones(3)}))
+  assert not bool(losses.all_finite({"a": jnp.float32(1.0), "b": jnp.array([1.0, jnp.nan])}))

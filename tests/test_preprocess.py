@@ -1,0 +1,221 @@
+"""data_prep/preprocess.py on real clips plus generated bad files."""
+
+from __future__ import annotations
+
+import fractions
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from lipsync_jax.data import format as fmt
+from lipsync_jax.data import make_loader
+from lipsync_jax.data import preprocess_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GRID = "data/real/av/grid"
+
+
+def _grid(shared, n=30):
+  from lipsync_jax import audio, video
+  src = shared / GRID / "bbaf2n.mpg"
+  frames = [f for _, f in zip(range(n), video.iter_frames(src, fps=25))]
+  wav = audio.load_audio(src)
+  return frames, wav
+
+
+def _write_vfr(path, frames, wav):
+  """H.264 + AAC with frame gaps alternating 50 ms / 30 ms (avg 25 fps)."""
+  import av
+  tb = fractions.Fraction(1, 1000)
+  with av.open(str(path), "w") as c:
+    vs = c.add_stream("libx264", rate=25)
+    vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
+    vs.pix_fmt = "yuv420p"
+    vs.codec_context.time_base = vs.time_base = tb
+    ast = c.add_stream("aac", rate=16000)
+    t = 0
+    for i, f in enumerate(frames):
+      vf = av.VideoFrame.from_ndarray(f, format="bgr24")
+      vf.pts, vf.time_base = t, tb
+      t += 30 if i % 2 else 50
+      for pkt in vs.encode(vf):
+        c.mux(pkt)
+    for pkt in vs.encode():
+      c.mux(pkt)
+    af = av.AudioFrame.from_ndarray(
+        wav[None, :int(t / 1000 * 16000)].astype(np.float32), format="fltp",
+        layout="mono")
+    af.sample_rate = 16000
+    for pkt in ast.encode(af):
+      c.mux(pkt)
+    for pkt in ast.encode():
+      c.mux(pkt)
+
+
+@pytest.fixture(scope="module")
+def raw_dir(shared_dir, tmp_path_factory):
+  from lipsync_jax import video
+  raw = tmp_path_factory.mktemp("raw")
+  (raw / "real").mkdir()
+  (raw / "bad").mkdir()
+  shutil.copy(shared_dir / GRID / "brbk7n.mpg", raw / "real" / "brbk7n.mpg")
+  b = (shared_dir / GRID / "lbax4n.mpg").read_bytes()
+  # A truncated MPEG-PS still decodes: a shorter but valid clip.
+  (raw / "real" / "lbax4n_half.mpg").write_bytes(b[:len(b) // 2])
+  # A truncated mp4 loses its moov atom: unreadable.
+  b = (shared_dir / "data/real/av/voxceleb2/00010.mp4").read_bytes()
+  (raw / "bad" / "truncated.mp4").write_bytes(b[:len(b) // 2])
+  (raw / "bad" / "not_a_video.mkv").write_text("hello")
+  frames, wav = _grid(shared_dir, 30)
+  sec = lambda s: wav[:int(s * 16000)]
+  video.write_video(raw / "bad" / "no_audio.mp4", frames, 25)
+  rng = np.random.default_rng(0)
+  noise = [rng.integers(0, 256, (120, 160, 3), np.uint8) for _ in range(30)]
+  video.write_video(raw / "bad" / "noise.mp4", noise, 25,
+                    audio=(sec(1.2), 16000))
+  video.write_video(raw / "bad" / "three_frames.mp4", frames[:3], 25,
+                    audio=(sec(0.12), 16000))
+  video.write_video(raw / "bad" / "short_audio.mp4", frames, 25,
+                    audio=(sec(0.1), 16000))
+  vertical = [np.ascontiguousarray(np.rot90(f)) for f in frames]
+  video.write_video(raw / "real" / "vertical.mp4", vertical, 25,
+                    audio=(sec(1.2), 16000))
+  video.write_video(raw / "real" / "longer_audio.mp4", frames, 30,
+                    audio=(sec(1.5), 16000))
+  _write_vfr(raw / "real" / "vfr.mp4", frames, wav)
+  # Two people side by side; the right one smaller.
+  other = [f for _, f in zip(range(30), video.iter_frames(
+      shared_dir / GRID / "lrwp9a.mpg", fps=25))]
+  two = []
+  for a, b in zip(frames, other):
+    right = np.zeros((288, 270, 3), np.uint8)
+    right[36:252] = cv2.resize(b, (270, 216))
+    two.append(np.concatenate([a, right], axis=1))
+  video.write_video(raw / "real" / "two_faces.mp4", two, 25,
+                    audio=(sec(1.2), 16000))
+  return raw
+
+
+EXPECTED = {
+    "real/brbk7n": ("ok", ""),
+    "real/lbax4n_half": ("ok", ""),
+    "real/vertical": ("ok", "vertical video"),
+    "real/longer_audio": ("ok", "resampled from 30.00 to 25 fps"),
+    "real/vfr": ("ok", "variable frame rate"),
+    "real/two_faces": ("ok", "several faces in"),
+    "bad/truncated": ("failed", "corrupt or unreadable"),
+    "bad/not_a_video": ("failed", "corrupt or unreadable"),
+    "bad/no_audio": ("failed", "no audio stream"),
+    "bad/noise": ("failed", "no face detected"),
+    "bad/three_frames": ("failed", "too short: 3 frame(s)"),
+    "bad/short_audio": ("failed", "lengths differ"),
+}
+
+
+def test_report_accounts_for_every_input(raw_dir, tmp_path):
+  cfg = preprocess_lib.PrepConfig(img_size=48, clips_per_shard=2)
+  report = preprocess_lib.run(raw_dir, tmp_path / "ds", cfg, workers=1,
+                              progress=False)
+  got = {e["clip_id"]: e for e in report["clips"]}
+  assert set(got) == set(EXPECTED)
+  for cid, (status, text) in EXPECTED.items():
+    e = got[cid]
+    assert e["status"] == status, (cid, e)
+    assert text in (e["reason"] if status == "failed" else
+                    " ".join(e["notes"])), (cid, e)
+  # 30 frames at 30 fps -> 25 frames at 25 fps (1 s); the 1.5 s audio is cut.
+  assert "s longer than video: trimmed audio" in " ".join(
+      got["real/longer_audio"]["notes"])
+  assert got["real/longer_audio"]["frames"] == 25
+  assert got["real/brbk7n"]["frames"] == 75
+  assert got["real/brbk7n"]["face_frames"] == 75
+  assert 30 < got["real/lbax4n_half"]["frames"] < 50
+  on_disk = json.loads((tmp_path / "ds" / "report.json").read_text())
+  assert on_disk["num_ok"] == 6 and on_disk["num_failed"] == 6
+  table = preprocess_lib.format_report(report)
+  assert "no audio stream" in table and "6 ok, 6 failed" in table
+  # The dataset holds the 4 good clips, packed in 2 shards, and loads.
+  index = fmt.load_index(tmp_path / "ds")
+  assert sorted(c.clip_id for c in index.clips) == sorted(
+      k for k, v in EXPECTED.items() if v[0] == "ok")
+  assert len({c.file for c in index.clips}) == 3
+  assert not list((tmp_path / "ds" / "work" / "parts").glob("*"))
+  split_ids = sum((len(index.split(s)) for s in fmt.SPLITS), 0)
+  assert split_ids == 6
+  b = next(iter(make_loader(tmp_path / "ds", "all", "generator", 4, 0,
+                            shard_index=0, shard_count=1)))
+  assert b["target"].shape == (4, 5, 48, 48, 3)
+  # Crops are faces, not borders: bright skin in the middle of the crop.
+  assert b["target"].mean() > 60
+  reader = fmt.ClipReader(tmp_path / "ds", index.codec, index.img_size)
+  c = index.by_id()["real/brbk7n"]
+  full = reader.meta(c.file, c.offset)
+  assert got["real/brbk7n"]["jitter"] < got["real/brbk7n"]["jitter_raw"]
+  assert full.boxes.shape == (75, 4) and full.detector == "blazeface"
+  c = index.by_id()["real/two_faces"]
+  track = reader.meta(c.file, c.offset).boxes
+  assert (track[:, 2] <= 360).all()  # the larger, left face
+  # The box track is smooth: mean centre motion < 2% of the box size.
+  ctr = (full.boxes[:, :2] + full.boxes[:, 2:]) / 2
+  size = (full.boxes[:, 2:] - full.boxes[:, :2]).mean()
+  assert np.abs(np.diff(ctr, axis=0)).mean() / size < 0.02
+
+
+def test_kill_and_resume(shared_dir, tmp_path):
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  names = ["bbaf2n", "brbk7n", "lbax4n"]
+  for n in names:
+    shutil.copy(shared_dir / GRID / f"{n}.mpg", raw / f"{n}.mpg")
+  out = tmp_path / "ds"
+  cmd = [sys.executable, str(REPO / "data_prep" / "preprocess.py"), "--input",
+         str(raw), "--output", str(out), "--workers", "1", "--img-size", "32",
+         "--no-progress"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  status = out / "work" / "status"
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if status.is_dir() and len(list(status.glob("*.json"))) >= 1:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = {p.name: p.stat().st_mtime_ns for p in status.glob("*.json")}
+  assert 1 <= len(done_before) < len(names)
+  assert not (out / "index.json").exists()
+  res = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       timeout=240)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert f"{len(done_before)} already done" in res.stderr
+  for name, mtime in done_before.items():  # finished clips were not redone
+    assert (status / name).stat().st_mtime_ns == mtime
+  index = fmt.load_index(out)
+  assert sorted(c.clip_id for c in index.clips) == names
+  assert not list((out / "work" / "parts").glob("*"))
+  # A third run (in-process) has nothing to do and keeps the dataset.
+  report = preprocess_lib.run(raw, out, preprocess_lib.PrepConfig(img_size=32),
+                              workers=1, progress=False)
+  assert report["num_ok"] == len(names)
+  assert sorted(c.clip_id for c in fmt.load_index(out).clips) == names
+
+
+def test_cli_errors(tmp_path):
+  res = subprocess.run(
+      [sys.executable, str(REPO / "data_prep" / "preprocess.py"), "--input",
+       str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
+      capture_output=True, text=True, timeout=120)
+  assert res.returncode == 2
+  assert res.stderr.strip().splitlines()[-1].startswith(
+      "error: input folder not found")

@@ -1,0 +1,132 @@
+"""The same global batch gives the same step on 1 device and on an 8-device mesh."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from lipsync_jax.train import sharding as sharding_lib
+from lipsync_jax.train import train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str, arg: str = "tiny"):
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def syncnet_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+  r = np.random.default_rng(seed)
+  return {"faces": r.integers(0, 256, (b, 5, 96, 96, 3), dtype=np.uint8),
+          "audio": r.normal(-1, 1, (b, 80, 16, 1)).astype(np.float32),
+          "label": (np.arange(b) % 2).astype(np.float32)}
+
+
+def generator_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+  r = np.random.default_rng(seed)
+  audio = r.normal(-1, 1, (b, 5, 80, 16, 1)).astype(np.float32)
+  return {"target": r.integers(0, 256, (b, 5, 96, 96, 3), dtype=np.uint8),
+          "reference": r.integers(0, 256, (b, 5, 96, 96, 3), dtype=np.uint8),
+          "audio": audio, "sync_audio": audio[:, 0].copy()}
+
+
+def run_steps(config, mesh, batch, n_steps=2):
+  setup = train_lib.build(config, mesh)
+  gbatch = sharding_lib.shard_batch(batch, mesh)
+  history = []
+  state = setup.state
+  init = jax.device_get(state.params)  # before the (donating) steps
+  for i in range(n_steps):
+    state, metrics = setup.train_step(state, gbatch, jax.random.PRNGKey(i))
+    history.append({k: float(v) for k, v in metrics.items()})
+  if mesh.size > 1:
+    return history, jax.device_get(state.trainable()), state
+  return history, jax.device_get(state.trainable()), init
+
+
+def assert_close_trees(a, b, tol):
+  la, ta = jax.tree_util.tree_flatten(a)
+  lb, tb = jax.tree_util.tree_flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+def test_mesh_shapes():
+  assert jax.device_count() == 8
+  mesh = sharding_lib.make_mesh(model_axis=2)
+  assert dict(mesh.shape) == {"data": 4, "model": 2}
+  with pytest.raises(ValueError, match="not divisible"):
+    sharding_lib.check_batch_size(6, sharding_lib.make_mesh(8))
+
+
+def test_batch_is_split_over_devices():
+  mesh = sharding_lib.make_mesh(8)
+  g = sharding_lib.shard_batch(syncnet_batch(8), mesh)
+  shards = g["faces"].addressable_shards
+  assert len(shards) == 8 and all(s.data.shape[0] == 1 for s in shards)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Identical programs built twice (1 and 8 devices share init) compile once."""
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+# Plain SGD makes "same updates" checkable to 1e-5: Adam divides each gradient
+# by its own RMS, so the (analytically zero, numerically ~1e-10) gradients of
+# conv biases that feed a BatchNorm become +-lr updates whose sign depends on
+# the summation order. The metrics of the second step still check the whole
+# update path through the real loss.
+@pytest.mark.parametrize("name,make_batch,model_axis", [
+    ("syncnet", syncnet_batch, 2),    # 4 x 2 mesh: data and model axes
+    ("wav2lip", generator_batch, 1),  # 8 x 1 mesh: G + sync + fused D step
+])
+def test_one_vs_eight_devices(name, make_batch, model_axis):
+  config = load_config(name)
+  config.data_dir = "unused"
+  config.optimizer.name = "sgd"
+  config.optimizer.learning_rate = 2e-3
+  config.mesh_shard_min_size = 1024
+  if name == "wav2lip":
+    config.syncnet_checkpoint = "random"
+    config.sync_schedule.initial = 0.03  # sync term on: expert gradient path
+  batch = make_batch(8)
+  h1, s1, init = run_steps(config, sharding_lib.make_mesh(1), batch)
+  h8, s8, st8 = run_steps(config, sharding_lib.make_mesh(8, model_axis=model_axis), batch)
+  # The 8-device state really is laid out over the 8-device mesh.
+  leaves = jax.tree_util.tree_leaves(st8.params)
+  assert all(len(x.sharding.device_set) == 8 for x in leaves)
+  if model_axis > 1:
+    assert any("model" in tuple(x.sharding.spec) for x in leaves)
+  assert h1[0].keys() == h8[0].keys()
+  for m1, m8 in zip(h1, h8):
+    for k in m1:
+      # The gradient norm is a diagnostic summed over every gradient, whose
+      # BN-through-global-batch terms are reduced in a different order on 8
+      # devices (seen: 7e-5 relative); the losses and the updated params are
+      # the contract and are held to 1e-5.
+      tol = 1e-3 if k == "grad_norm" else 1e-5
+      assert abs(m1[k] - m8[k]) <= tol * max(1.0, abs(m1[k])), (k, m1[k], m8[k])
+  assert h1[1]["loss"] != h1[0]["loss"]
+  for key in ("params", "batch_stats", "d_params", "sync_weight", "step"):
+    if key in s1:
+      assert_close_trees(s1[key], s8[key], 1e-5)
+  # The steps did move the params (the comparison is not vacuous).
+  moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
+           for a, b in zip(jax.tree_util.tree_leaves(init),
+                           jax.tree_util.tree_leaves(s1["params"]))]
+  assert max(moved) > 1e-5

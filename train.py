@@ -1,0 +1,47 @@
+"""Train the SyncNet expert or a generator.
+
+    python train.py --config configs/syncnet.py --workdir runs/expert \
+        --config.data_dir=data/prep
+    python train.py --config configs/lpips_attnwav2lip.py:tiny --workdir runs/t \
+        --config.data_dir=data/prep --config.syncnet_checkpoint=runs/expert
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+SIGTERM saves a checkpoint and exits 0. Errors print `error: ...` and exit 2
+(bad config or inputs) or 1 (a NaN/Inf loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "training config file, e.g. configs/syncnet.py or "
+    "configs/syncnet.py:tiny", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from lipsync_jax.train import train_lib  # after flag parsing: imports jax
+  try:
+    summary = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train_lib.TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"{summary['status']} at step {summary['step']}; summary in "
+        f"{_WORKDIR.value}/summary.json")
+
+
+if __name__ == "__main__":
+  app.run(main)
