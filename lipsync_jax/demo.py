@@ -209,7 +209,11 @@ def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
   if phase == "generator":
     config.syncnet_checkpoint = str(workdir / "expert" / "model")
   out = workdir / ("expert" if phase == "syncnet" else "generator")
-  return train_lib.train_and_evaluate(config, str(out))
+  summary = train_lib.train_and_evaluate(config, str(out))
+  if summary["status"] != "completed":
+    raise DemoError(f"{phase} training stopped at step {summary['step']} "
+                    f"({summary['status']})")
+  return summary
 
 
 def initial_generator(workdir: pathlib.Path, spec: DemoSpec, seed: int) -> pathlib.Path:

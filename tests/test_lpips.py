@@ -184,3 +184,19 @@ def test_missing_weights_give_clear_error(monkeypatch, tmp_path):
   monkeypatch.setattr(lp.importlib.util, "find_spec", lambda name: spec)
   with pytest.raises(lp.LPIPSWeightsError, match="weights not found"):
     lp.lpips_weights_path("alexnet")
+
+
+def test_separate_target_pass_matches_joint_pass_and_stops_target_gradient():
+  params = jax.device_put(lp.load_lpips_params("alexnet"))
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.random((2, 40, 40, 3), dtype=np.float32))
+  y = jnp.asarray(rng.random((2, 40, 40, 3), dtype=np.float32))
+  loss = lambda a, b, sg: lp.lpips_distance(params, a, b, "alexnet",
+                                            stop_gradient_y=sg).sum()
+  np.testing.assert_allclose(float(loss(x, y, True)), float(loss(x, y, False)), rtol=1e-6)
+  gx_sep, gy_sep = jax.grad(loss, argnums=(0, 1))(x, y, True)
+  gx_joint, gy_joint = jax.grad(loss, argnums=(0, 1))(x, y, False)
+  assert float(jnp.abs(gx_joint).max()) > 0 and float(jnp.abs(gy_joint).max()) > 0
+  np.testing.assert_allclose(np.asarray(gx_sep), np.asarray(gx_joint), rtol=1e-5,
+                             atol=1e-6 * float(jnp.abs(gx_joint).max()))
+  assert float(jnp.abs(gy_sep).max()) == 0.0

@@ -4,16 +4,20 @@ The blocks mirror upstream Wav2Lip's `models/conv.py` (ConvBNReLU with an
 optional identity residual, ConvTranspose-BN-ReLU, Conv-LeakyReLU) so that
 PyTorch checkpoints map onto them one to one, but the transposed convolution
 is computed in a way that is both exact and fast on every backend (see
-`conv_transpose_torch`).
+`conv_transpose_torch`), and the plain convolutions go through `conv2d`, whose
+kernel gradient is computed as per-tap matmuls where that beats XLA:CPU's
+convolution filter-gradient (see `conv2d`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from flax.linen import dtypes as flax_dtypes
 
 Dtype = Any
 IntPair = int | tuple[int, int]
@@ -28,11 +32,182 @@ def scaled(channels: int, width_multiplier: float) -> int:
   return max(1, int(round(channels * width_multiplier)))
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+Padding2D = IntPair | Sequence[tuple[int, int]]
+
+
+# -----------------------------------------------------------------------------
+# 2-D convolution with a fast kernel gradient.
+# -----------------------------------------------------------------------------
+
+# `conv2d(method="auto")` uses the per-tap kernel gradient when
+# Ho * Wo * Cin * Cout (per sample and tap) is at least this. Measured on
+# XLA:CPU (bench/README.md): below it XLA's own filter gradient is as fast or
+# faster (small spatial sizes, or few channels such as the 6->16 k7 stem);
+# above it the per-tap matmuls are 1.5-9x faster.
+TAPS_MIN_WORK = 8 * 2**20
+
+
+def _explicit_padding(padding: Padding2D) -> tuple[tuple[int, int], tuple[int, int]]:
+  """int | (ph, pw) | ((top, bottom), (left, right)) -> the last form."""
+  if isinstance(padding, int):
+    return ((padding, padding), (padding, padding))
+  ph, pw = padding
+  pad = tuple((p, p) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in (ph, pw))
+  if min(min(p) for p in pad) < 0:
+    raise ValueError(f"conv2d padding must be non-negative, got {padding}")
+  return pad  # type: ignore[return-value]
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DN)
+
+
+def kernel_grad_taps(x: jax.Array, dy: jax.Array, kernel_size: tuple[int, int],
+                     strides: tuple[int, int],
+                     padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """Kernel gradient of a NHWC/HWIO conv as one matmul per kernel tap.
+
+  dW[a, b] = sum_{n, h, w} xp[n, a + h*sh, b + w*sw, :]^T dy[n, h, w, :], with
+  xp the zero-padded input: a (Cin x N*Ho*Wo) @ (N*Ho*Wo x Cout) matmul over a
+  strided slice of xp for every (a, b). Accumulates in float32.
+
+  Args:
+    x: (N, H, W, Cin) conv input.
+    dy: (N, Ho, Wo, Cout) output cotangent.
+    kernel_size: (kh, kw).
+    strides: (sh, sw).
+    padding: ((top, bottom), (left, right)).
+  Returns:
+    (kh, kw, Cin, Cout) float32.
+  """
+  kh, kw = kernel_size
+  sh, sw = strides
+  n, ho, wo, c_out = dy.shape
+  c_in = x.shape[-1]
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  dy2 = dy.reshape(n * ho * wo, c_out)
+
+  def tap_grad(patch: jax.Array) -> jax.Array:
+    # A 2-D dot contracting the rows of both operands: XLA:CPU runs it as a
+    # single GEMM (a 4-D einsum here is several times slower).
+    return jax.lax.dot_general(patch.reshape(n * ho * wo, c_in), dy2,
+                               (((0,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+
+  if (sh, sw) == (1, 1):
+    # One tap at a time in a loop, so that only one (N, Ho, Wo, Cin) patch
+    # copy is alive at once (unrolled, XLA:CPU may keep all kh*kw alive).
+    def body(carry, tap):
+      patch = jax.lax.dynamic_slice(xp, (0, tap // kw, tap % kw, 0), (n, ho, wo, c_in))
+      return carry, tap_grad(patch)
+
+    _, taps = jax.lax.scan(body, None, jnp.arange(kh * kw))
+    return taps.reshape(kh, kw, c_in, c_out)
+  taps = []
+  for a in range(kh):
+    for b in range(kw):
+      patch = jax.lax.slice(xp, (0, a, b, 0),
+                            (n, a + (ho - 1) * sh + 1, b + (wo - 1) * sw + 1, c_in),
+                            (1, sh, sw, 1))
+      taps.append(tap_grad(patch))
+  return jnp.stack(taps).reshape(kh, kw, c_in, c_out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  return _lax_conv(x, kernel, strides, padding)
+
+
+def _conv2d_taps_fwd(x, kernel, strides, padding):
+  return _lax_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv2d_taps_bwd(strides, padding, residuals, dy):
+  x, kernel = residuals
+  _, vjp_x = jax.vjp(lambda x_: _lax_conv(x_, kernel, strides, padding), x)
+  (dx,) = vjp_x(dy)
+  dk = kernel_grad_taps(x, dy, kernel.shape[:2], strides, padding)
+  return dx, dk.astype(kernel.dtype)
+
+
+_conv2d_taps.defvjp(_conv2d_taps_fwd, _conv2d_taps_bwd)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: IntPair = 1,
+           padding: Padding2D = 0, method: str = "auto") -> jax.Array:
+  """Cross-correlation like PyTorch's Conv2d (dilation 1, groups 1), NHWC, no bias.
+
+  Values and the input gradient are XLA's (`lax.conv_general_dilated` and its
+  transpose); only the kernel gradient differs by method:
+    "lax": XLA's convolution filter-gradient;
+    "taps": `kernel_grad_taps` (one GEMM per kernel tap), which is much faster
+      on CPU for large spatial sizes with many channels and equal up to float
+      summation order;
+    "auto": "taps" when Ho * Wo * Cin * Cout >= TAPS_MIN_WORK, else "lax".
+
+  Args:
+    x: (N, H, W, Cin).
+    kernel: (kh, kw, Cin, Cout), same dtype as x.
+    strides: int or (sh, sw).
+    padding: int, (ph, pw) (symmetric) or ((top, bottom), (left, right)).
+    method: "auto", "lax" or "taps".
+  Returns:
+    (N, (H + top + bottom - kh) // sh + 1, (W + left + right - kw) // sw + 1, Cout).
+  """
+  strides = _pair(strides)
+  pad = _explicit_padding(padding)
+  if method not in ("auto", "lax", "taps"):
+    raise ValueError(f"unknown conv2d method {method!r}; expected auto, lax or taps")
+  if method == "auto":
+    kh, kw = kernel.shape[:2]
+    ho = (x.shape[1] + sum(pad[0]) - kh) // strides[0] + 1
+    wo = (x.shape[2] + sum(pad[1]) - kw) // strides[1] + 1
+    work = ho * wo * kernel.shape[2] * kernel.shape[3]
+    method = "taps" if work >= TAPS_MIN_WORK else "lax"
+  if method == "lax":
+    return _lax_conv(x, kernel, strides, pad)
+  return _conv2d_taps(x, kernel, strides, pad)
+
+
+class Conv2D(nn.Module):
+  """`nn.Conv` replacement (explicit padding, NHWC) computed with `conv2d`.
+
+  Parameters are named and shaped as nn.Conv's: `kernel` (kh, kw, Cin, Cout)
+  and `bias` (Cout,), float32; `dtype` is the compute dtype (None: promote the
+  input and parameter dtypes, as nn.Conv does).
+  """
+  features: int
+  kernel_size: IntPair = 3
+  strides: IntPair = 1
+  padding: Padding2D = 0
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+  method: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(N, H, W, Cin) -> (N, Ho, Wo, features)."""
+    kh, kw = _pair(self.kernel_size)
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = flax_dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d(x, kernel, self.strides, self.padding, self.method)
+    if bias is not None:
+      y = y + bias
+    return y
+
+
 # -----------------------------------------------------------------------------
 # Transposed convolution with PyTorch's ConvTranspose2d semantics.
 # -----------------------------------------------------------------------------
-
-_DN = ("NHWC", "HWIO", "NHWC")
 
 
 def _subpixel_kernel_k3s2(kernel: jax.Array) -> jax.Array:
@@ -101,9 +276,7 @@ def conv_transpose_torch(x: jax.Array, kernel: jax.Array, stride: IntPair,
   if (method == "auto" and (sh, sw) == (2, 2) and (kh, kw) == (3, 3)
       and (ph, pw) == (1, 1) and (oph, opw) == (1, 1)):
     fused = _subpixel_kernel_k3s2(kernel)
-    y = jax.lax.conv_general_dilated(
-        x, fused.astype(x.dtype), window_strides=(1, 1),
-        padding=((0, 1), (0, 1)), dimension_numbers=_DN)
+    y = conv2d(x, fused.astype(x.dtype), 1, ((0, 1), (0, 1)))
     return depth_to_space(y, 2)
   # General case: a conv of the (stride-dilated) input with the flipped kernel.
   flipped = kernel[::-1, ::-1].astype(x.dtype)
@@ -170,8 +343,8 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    y = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
-                padding=_padding(self.padding), dtype=self.dtype, name="conv")(x)
+    y = Conv2D(self.features, self.kernel_size, self.strides, _padding(self.padding),
+               dtype=self.dtype, name="conv")(x)
     y = batch_norm(train, self.dtype, name="bn")(y)
     if self.residual:
       y = y + x
@@ -206,8 +379,8 @@ class ConvLReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = nn.Conv(self.features, _pair(self.kernel_size), _pair(self.strides),
-                padding=_padding(self.padding), dtype=self.dtype, name="conv")(x)
+    y = Conv2D(self.features, self.kernel_size, self.strides, _padding(self.padding),
+               dtype=self.dtype, name="conv")(x)
     return nn.leaky_relu(y, 0.01)
 
 

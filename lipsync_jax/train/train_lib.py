@@ -95,7 +95,7 @@ def _dtype(config) -> Any:
 
 
 def _init_variables(module, rng, *inputs) -> tuple[Any, Any]:
-  variables = jax.jit(lambda r: module.init(r, *inputs, train=False))(rng)
+  variables = models.init_variables(module, rng, *inputs, train=False)
   return variables["params"], variables.get("batch_stats", {})
 
 
