@@ -283,7 +283,7 @@ class LPIPS(nn.Module):
     if self.stop_gradient_y:
       # Two passes: no backward pass (and no saved activations) for y's half.
       taps_x = trunk(prepare(x))
-      taps_y = [jax.lax.stop_gradient(t) for t in trunk(jax.lax.stop_gradient(prepare(y)))]
+      taps_y = [jax.lax.stop_gradient(t) for t in trunk(prepare(y))]
     else:
       taps = trunk(jnp.concatenate([prepare(x), prepare(y)], axis=0))
       taps_x, taps_y = [t[:n] for t in taps], [t[n:] for t in taps]

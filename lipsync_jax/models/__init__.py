@@ -13,9 +13,11 @@ Architectures (see `ARCHS`):
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import flax.linen as nn
+import jax
 
 # arch name -> (module path, class name)
 ARCHS: dict[str, tuple[str, str]] = {
@@ -61,9 +63,6 @@ def init_variables(module: nn.Module, seed, *example_inputs, **kwargs) -> dict:
     *example_inputs: inputs of the shapes to initialise for.
     **kwargs: static keyword arguments of the module's `__call__` (`train`).
   """
-  import functools
-  import jax
-
   key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
   init = jax.jit(functools.partial(module.init, **kwargs))
   compiled = init.lower(key, *example_inputs).compile(

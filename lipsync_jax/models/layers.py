@@ -317,10 +317,6 @@ class ConvTransposeTorch(nn.Module):
 # Upstream conv blocks.
 # -----------------------------------------------------------------------------
 
-def _padding(p: IntPair) -> Sequence[tuple[int, int]]:
-  ph, pw = _pair(p)
-  return ((ph, ph), (pw, pw))
-
 
 def batch_norm(train: bool, dtype: Dtype | None, name: str | None = None):
   """BatchNorm2d with PyTorch's defaults (momentum 0.1 -> Flax 0.9, eps 1e-5)."""
@@ -343,7 +339,7 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    y = Conv2D(self.features, self.kernel_size, self.strides, _padding(self.padding),
+    y = Conv2D(self.features, self.kernel_size, self.strides, self.padding,
                dtype=self.dtype, name="conv")(x)
     y = batch_norm(train, self.dtype, name="bn")(y)
     if self.residual:
@@ -379,7 +375,7 @@ class ConvLReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = Conv2D(self.features, self.kernel_size, self.strides, _padding(self.padding),
+    y = Conv2D(self.features, self.kernel_size, self.strides, self.padding,
                dtype=self.dtype, name="conv")(x)
     return nn.leaky_relu(y, 0.01)
 
