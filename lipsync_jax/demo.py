@@ -72,7 +72,7 @@ class DemoSpec:
   quick: bool
 
 
-FULL = DemoSpec(clips_per_identity=10, val_clips=6, num_phrases=2, heldout_pairs=3,
+FULL = DemoSpec(clips_per_identity=20, val_clips=8, num_phrases=2, heldout_pairs=3,
                 quick=False)
 QUICK = DemoSpec(clips_per_identity=4, val_clips=3, num_phrases=2, heldout_pairs=2,
                  quick=True)

@@ -95,6 +95,36 @@ def syncnet_loss(audio_emb: Array, face_emb: Array, label: Array,
   return bce_with_logits(logit_scale * cos + bias, label), cos
 
 
+def in_batch_sync_loss(audio_emb: Array, face_emb: Array, label: Array,
+                       logit_scale: Array) -> Array:
+  """Symmetric InfoNCE over the batch for the in-sync pairs (CLIP-style).
+
+  Each in-sync audio window must pick its own face window among all B face
+  windows of the batch (other clips, and the same clip's off-sync windows of
+  the negative samples), and each in-sync face window its own audio window.
+  This gives every positive B - 1 negatives per step instead of one, which is
+  what lets a small expert leave the 0.69 plateau early.
+
+  Args:
+    audio_emb, face_emb: (B, D) embeddings; row i of both comes from sample i.
+    label: (B,) 1.0 where sample i is in sync (only those rows/columns are
+      queries; they are also the only ones with a known match).
+    logit_scale: scalar temperature applied to the cosine matrix.
+  Returns:
+    Scalar: mean over the in-sync queries of both directions (0 if none).
+  """
+  a = _f32(audio_emb)
+  v = _f32(face_emb)
+  a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+  v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+  logits = _f32(logit_scale) * (a @ v.T)                        # (B, B)
+  targets = jnp.arange(a.shape[0])
+  a2v = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  v2a = optax.softmax_cross_entropy_with_integer_labels(logits.T, targets)
+  w = _f32(label)
+  return jnp.sum(w * (a2v + v2a)) / jnp.maximum(2.0 * jnp.sum(w), 1.0)
+
+
 def lower_half_stack(frames: Array) -> Array:
   """SyncNet face input from a 5-frame window.
 
@@ -154,6 +184,43 @@ def lpips_loss(lpips_fn: Callable[[Array, Array], Array], pred: Array,
   x = pred.reshape((-1,) + shape[-3:])
   y = target.reshape((-1,) + shape[-3:])
   return jnp.mean(_f32(lpips_fn(x, y)))
+
+
+def memory_alignment_kl(lip_address: Array, audio_address: Array,
+                        eps: float = 1e-13) -> Array:
+  """SyncTalkFace's L_align = KL(A_lip || A_aud), trains the audio side only.
+
+  sum_i p_i (log p_i - log(q_i + eps)) over the slots, averaged over the
+  other axes (PyTorch's "batchmean"), with p = stop_gradient(A_lip) and
+  q = A_aud; p log p is `xlogy`, so empty slots add 0.
+
+  Args:
+    lip_address: (..., S) value addresses A_lip (rows sum to 1).
+    audio_address: (..., S) key addresses A_aud.
+    eps: added inside the log of q (the code's 1e-13, not a clamp).
+  Returns:
+    Scalar float32.
+  """
+  p = jax.lax.stop_gradient(_f32(lip_address))
+  q = _f32(audio_address)
+  kl = jnp.sum(jax.scipy.special.xlogy(p, p) - p * jnp.log(q + eps), axis=-1)
+  return jnp.mean(kl)
+
+
+def memory_store_loss(value_recall: Array, lip_query: Array) -> Array:
+  """SyncTalkFace's L_store = MSE(A_lip M_lip, stop_gradient(v_embd(f_lip))).
+
+  Mean over all elements; gradients reach the value memory and, through the
+  address, `v_embd` and the lip encoder, never the target.
+
+  Args:
+    value_recall: (..., C) value-memory recall.
+    lip_query: (..., C) the projected lip feature it should reproduce.
+  Returns:
+    Scalar float32.
+  """
+  target = jax.lax.stop_gradient(_f32(lip_query))
+  return jnp.mean(jnp.square(_f32(value_recall) - target))
 
 
 def all_finite(metrics: dict[str, Any]) -> Array:

@@ -155,3 +155,27 @@ def test_sample_grid_png(tmp_path):
   gen = img[:96, 2 * (5 * 96 + 4):2 * (5 * 96 + 4) + 96].astype(int)
   assert np.abs(gen - np.round(pred[0, 0] * 255)).max() <= 1
   assert [p.name for p in tmp_path.joinpath("samples").iterdir()] == ["step_0000007.png"]
+
+
+def test_optimizer_schedules():
+  """constant: full steps after warmup; cosine: decays to 0 at decay_steps."""
+  from lipsync_jax.train import state as state_lib
+
+  def step_sizes(tx, n):
+    params = {"w": jnp.zeros(())}
+    opt = tx.init(params)
+    sizes = []
+    for _ in range(n):
+      upd, opt = tx.update({"w": jnp.ones(())}, opt, params)
+      sizes.append(-float(upd["w"]))
+    return np.asarray(sizes)
+
+  const = step_sizes(state_lib.make_optimizer(0.1, 0.9, 0.999, warmup_steps=4), 10)
+  np.testing.assert_allclose(const[:4], [0.0, 0.025, 0.05, 0.075], atol=1e-6)
+  np.testing.assert_allclose(const[4:], 0.1, rtol=1e-5)
+  cos = step_sizes(state_lib.make_optimizer(0.1, 0.9, 0.999, warmup_steps=4,
+                                            schedule="cosine", decay_steps=10), 11)
+  np.testing.assert_allclose(cos[4], 0.1, rtol=1e-5)
+  assert np.all(np.diff(cos[4:]) < 0) and cos[10] < 1e-6
+  with pytest.raises(ValueError, match="decay_steps"):
+    state_lib.make_optimizer(0.1, 0.9, 0.999, warmup_steps=4, schedule="cosine")

@@ -9,6 +9,13 @@ Architectures (see `ARCHS`):
   syncnet_color      lip-sync expert, audio (B,80,16,1) + faces (B,48,96,15) -> 2 x (B,512)
   wav2lip_disc_qual  visual-quality discriminator, faces (B,T,96,96,3) -> (B*T,1)
   syncnet_original   the original SyncNet scorer (MFCC + 224x224 mouth crops), for metrics
+  synctalkface       SyncTalkFace (Audio-Lip Memory), Wav2Lip's inputs at 96x96, sigmoid;
+                     with lip windows (B,T,5,96,96,3) it also returns the training outputs
+  synctalkface_paper the same at 128x128 with tanh, pixels in [-1, 1] (the authors' code)
+  au_tcn             audio + AU driven generator with TCN self-attention fusion;
+                     mode="inpaint" (Wav2Lip's inputs) or "one_shot" (identity (B,96,96,3))
+  audio_to_au        its audio-to-AU module alone, audio (B,T,80,16,1) -> AU features, logits
+  au_classifier      AU loss network, lower-half crops (N,48,96,3) -> (N,K) AU logits
 """
 
 from __future__ import annotations
@@ -27,9 +34,18 @@ ARCHS: dict[str, tuple[str, str]] = {
     "wav2lip_disc_qual": ("lipsync_jax.models.discriminator", "Wav2LipDiscQual"),
     # The original SyncNet (Chung & Zisserman), a scorer for LSE-D/LSE-C only.
     "syncnet_original": ("lipsync_jax.models.syncnet_original", "SyncNetOriginal"),
+    # Variants (variants.md): SyncTalkFace and the AU-driven TCN generator.
+    "synctalkface": ("lipsync_jax.models.synctalkface", "SyncTalkFace"),
+    "synctalkface_paper": ("lipsync_jax.models.synctalkface", "SyncTalkFacePaper"),
+    "au_tcn": ("lipsync_jax.models.au_tcn", "AUTCN"),
+    "audio_to_au": ("lipsync_jax.models.au_tcn", "AudioToAU"),
+    "au_classifier": ("lipsync_jax.models.au_tcn", "AUClassifier"),
 }
 
 GENERATORS = ("wav2lip", "lpips_attnwav2lip")
+# Generators with their own inputs or training outputs (lip windows, AU
+# features, dropout): not (yet) handled by the generic trainer and inference.
+VARIANT_GENERATORS = ("synctalkface", "synctalkface_paper", "au_tcn")
 
 
 def model_class(arch: str) -> type[nn.Module]:

@@ -46,7 +46,8 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 1e-4
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
-  c.optimizer.warmup_steps = 0     # linear warmup from 0, then constant
+  c.optimizer.warmup_steps = 0     # linear warmup from 0, then ...
+  c.optimizer.schedule = "constant"  # ... constant, or "cosine" to 0 at num_steps
   c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
 
   c.data = ml_collections.ConfigDict()   # extra make_loader sample options
@@ -63,6 +64,7 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.loss.learned_logit_scale = False  # BCE(s*cos + b) instead of BCE(cos)
     c.loss.init_logit_scale = 10.0
     c.loss.init_logit_bias = -5.0
+    c.loss.in_batch_weight = 0.0        # + w * in-batch InfoNCE (losses.in_batch_sync_loss)
   else:
     c.best_metric = "loss"
     c.syncnet_checkpoint = ""       # path, or "random" (tests/smoke only)

@@ -64,11 +64,25 @@ class TrainState:
 def make_optimizer(learning_rate: float, b1: float, b2: float,
                    warmup_steps: int = 0,
                    grad_clip_norm: float = 0.0,
-                   name: str = "adam") -> optax.GradientTransformation:
-  """Adam (upstream; or plain SGD) with an optional linear warmup and
-  global-norm clip."""
+                   name: str = "adam",
+                   schedule: str = "constant",
+                   decay_steps: int = 0) -> optax.GradientTransformation:
+  """Adam (upstream; or plain SGD) with an optional global-norm clip.
+
+  The learning rate rises linearly from 0 over `warmup_steps`, then stays
+  constant (`schedule="constant"`, upstream) or follows a cosine down to 0 at
+  step `decay_steps` (`schedule="cosine"`, for short fixed-length runs).
+  """
   lr: float | Callable[[int], float] = learning_rate
-  if warmup_steps > 0:
+  if schedule == "cosine":
+    if decay_steps <= warmup_steps:
+      raise ValueError(f"a cosine schedule needs decay_steps ({decay_steps}) > "
+                       f"warmup_steps ({warmup_steps})")
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                            decay_steps)
+  elif schedule != "constant":
+    raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {schedule!r}")
+  elif warmup_steps > 0:
     lr = optax.linear_schedule(0.0, learning_rate, warmup_steps)
   if name == "adam":
     tx = optax.adam(lr, b1=b1, b2=b2)

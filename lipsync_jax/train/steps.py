@@ -31,6 +31,7 @@ Metrics = dict[str, Array]
 StepFn = Callable[[TrainState, Batch, Array], tuple[TrainState, Metrics]]
 LpipsApply = Callable[[PyTree, Array, Array], Array]
 
+IN_BATCH_SCALE = 10.0  # InfoNCE temperature when the expert has no learned scale
 MOUTH_ROW = 48  # rows MOUTH_ROW.. are the lower half of a 96x96 face
 
 
@@ -60,7 +61,7 @@ def _apply_updates(tx, grads, opt_state, params):
 # -----------------------------------------------------------------------------
 
 def _syncnet_forward(model: nn.Module, trainable: PyTree, batch_stats: PyTree,
-                     batch: Batch, train: bool):
+                     batch: Batch, train: bool, in_batch_weight: float = 0.0):
   faces = losses.lower_half_stack(to_unit(batch["faces"]))  # (B,48,96,15)
   variables = {"params": trainable["model"], "batch_stats": batch_stats}
   if train:
@@ -73,21 +74,28 @@ def _syncnet_forward(model: nn.Module, trainable: PyTree, batch_stats: PyTree,
   head = trainable["head"]
   label = batch["label"].astype(jnp.float32)
   loss, cos = losses.syncnet_loss(a, v, label, head.get("scale"), head.get("bias"))
+  metrics = {}
+  if in_batch_weight:
+    metrics["bce"] = loss
+    metrics["in_batch"] = losses.in_batch_sync_loss(
+        a, v, label, head.get("scale", IN_BATCH_SCALE))
+    loss = loss + in_batch_weight * metrics["in_batch"]
   if "scale" in head:
     pred = head["scale"] * cos + head["bias"] > 0
   else:
     pred = cos > 0.5
-  metrics = {
+  metrics.update({
       "loss": loss,
       "accuracy": jnp.mean((pred == (label > 0.5)).astype(jnp.float32)),
       "cos_pos": jnp.sum(cos * label) / jnp.maximum(jnp.sum(label), 1.0),
       "cos_neg": jnp.sum(cos * (1 - label)) / jnp.maximum(jnp.sum(1 - label), 1.0),
-  }
+  })
   return loss, (new_stats, metrics)
 
 
-def make_syncnet_train_step(model: nn.Module) -> StepFn:
-  """Expert step: BCE(cos) (or BCE(s*cos+b)) on a contract-5 SyncNet batch.
+def make_syncnet_train_step(model: nn.Module, in_batch_weight: float = 0.0) -> StepFn:
+  """Expert step: BCE(cos) (or BCE(s*cos+b)) on a contract-5 SyncNet batch,
+  plus `in_batch_weight` x `losses.in_batch_sync_loss` when it is > 0.
 
   batch: faces (B,5,96,96,3) uint8, audio (B,80,16,1) f32, label (B,) f32.
   """
@@ -96,7 +104,8 @@ def make_syncnet_train_step(model: nn.Module) -> StepFn:
     del rng  # the expert has no stochastic layers
     trainable = {"model": state.params, "head": state.head}
     grad_fn = jax.value_and_grad(
-        functools.partial(_syncnet_forward, model, train=True), has_aux=True)
+        functools.partial(_syncnet_forward, model, train=True,
+                          in_batch_weight=in_batch_weight), has_aux=True)
     (_, (new_stats, metrics)), grads = grad_fn(trainable, state.batch_stats, batch)
     new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
     metrics["grad_norm"] = optax.tree.norm(grads["model"])

@@ -36,6 +36,7 @@ import numpy as np
 
 from lipsync_jax import checkpoint as model_ckpt
 from lipsync_jax import models
+from lipsync_jax.data.prefetch import ThreadPrefetchIterator
 from lipsync_jax.train import checkpointing
 from lipsync_jax.train import sharding as sharding_lib
 from lipsync_jax.train import state as state_lib
@@ -131,7 +132,8 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
   opt = config.optimizer
   tx = state_lib.make_optimizer(opt.learning_rate, opt.b1, opt.b2,
                                 int(opt.warmup_steps), float(opt.grad_clip_norm),
-                                name=opt.name)
+                                name=opt.name, schedule=opt.schedule,
+                                decay_steps=int(config.num_steps))
 
   if config.phase == "syncnet":
     head = {}
@@ -139,7 +141,8 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
       head = {"scale": jnp.float32(config.loss.init_logit_scale),
               "bias": jnp.float32(config.loss.init_logit_bias)}
     state = state_lib.create_state(params, batch_stats, tx, head=head)
-    train_step = steps_lib.make_syncnet_train_step(model)
+    train_step = steps_lib.make_syncnet_train_step(
+        model, in_batch_weight=float(config.loss.get("in_batch_weight", 0.0)))
     eval_step = steps_lib.make_syncnet_eval_step(model)
   else:
     frozen = {}
@@ -325,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   setup = build(config, mesh)
   train_loader = make_train_loader(config)
   val_loader = make_val_loader(config)
-  data_iter = iter(train_loader)
+  data_iter = ThreadPrefetchIterator(iter(train_loader))
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     keep_last=int(config.keep_last),
@@ -426,6 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           log.warning("SIGTERM: saved %s, stopping", last_good)
           break
   finally:
+    data_iter.close()
     pbar.close()
     writer.close()
     ckpt.close()
