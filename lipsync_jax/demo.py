@@ -74,7 +74,7 @@ class DemoSpec:
 
 FULL = DemoSpec(clips_per_identity=20, val_clips=8, num_phrases=2, heldout_pairs=3,
                 quick=False)
-QUICK = DemoSpec(clips_per_identity=4, val_clips=3, num_phrases=2, heldout_pairs=2,
+QUICK = DemoSpec(clips_per_identity=4, val_clips=3, num_phrases=2, heldout_pairs=1,
                  quick=True)
 
 
@@ -201,11 +201,16 @@ def prepare_data(workdir: pathlib.Path, progress: bool = True) -> dict[str, Any]
 def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
           progress: bool = True) -> dict[str, Any]:
   """Runs `train_lib.train_and_evaluate` with the demo config of `phase`."""
+  import jax  # pylint: disable=import-outside-toplevel
   from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
   config = load_config(phase + ("_quick" if spec.quick else ""))
   config.data_dir = str(workdir / "data")
   config.seed = int(seed)
   config.progress_bar = progress
+  # The demo's batches are sized for one CPU; on a multi-device host round
+  # them up so that every data-parallel device gets the same share.
+  data_devices = jax.device_count() // int(config.mesh_model_axis)
+  config.batch_size = -(-int(config.batch_size) // data_devices) * data_devices
   if phase == "generator":
     config.syncnet_checkpoint = str(workdir / "expert" / "model")
   out = workdir / ("expert" if phase == "syncnet" else "generator")
@@ -412,6 +417,11 @@ def format_table(summary: dict[str, Any]) -> str:
   acc = summary.get("expert_val_accuracy")
   lines.append(f"expert val accuracy (held-out identity, chance 50%): "
                f"{100 * acc:.1f}%" if acc is not None else "expert val accuracy: n/a")
+  gen = summary.get("generator") or {}
+  if gen.get("initial_eval") and gen.get("final_eval"):
+    a, b = gen["initial_eval"], gen["final_eval"]
+    lines.append(f"generator val (held-out identity), init -> trained: sync loss "
+                 f"{a['sync']:.4f} -> {b['sync']:.4f}, L1 {a['l1']:.4f} -> {b['l1']:.4f}")
   scores = summary.get("sync", {}).get("scores", {})
   if scores:
     lines.append(f"{'video':<26}{'LSE-D (lower=better)':>22}{'LSE-C (higher=better)':>23}")
@@ -498,7 +508,8 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
 
 
 def _brief(train_summary: dict[str, Any]) -> dict[str, Any]:
-  keys = ("status", "step", "wall_time_s", "steps_per_s", "final_train", "final_eval")
+  keys = ("status", "step", "wall_time_s", "steps_per_s", "final_train", "initial_eval",
+          "final_eval")
   return {k: train_summary.get(k) for k in keys}
 
 

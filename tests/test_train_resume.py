@@ -103,8 +103,9 @@ def test_sigkill_then_rerun_gives_identical_losses(env_and_data):
 def test_sigterm_saves_and_exits_zero(env_and_data):
   env, data, root = env_and_data
   wd = root / "sigterm"
-  proc = subprocess.Popen(command(wd, data, "--config.debug.pause_at_step=3"), env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc = subprocess.Popen(command(wd, data, "--config.debug.pause_at_step=3",
+                                  "--config.eval_at_start=True"),
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   wait_for_step(proc, wd, 3)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
@@ -112,6 +113,10 @@ def test_sigterm_saves_and_exits_zero(env_and_data):
   assert checkpointing.Checkpointer(wd / "checkpoints").latest_step() == 3
   summary = json.loads((wd / "summary.json").read_text())
   assert summary["status"] == "preempted" and summary["step"] == 3
+  # eval_at_start: the initial weights are evaluated once, logged at step 0.
+  evals = summary_lib.read_jsonl(str(wd / "eval.jsonl"))
+  assert [r["step"] for r in evals] == [0]
+  assert summary["initial_eval"]["loss"] == pytest.approx(evals[0]["loss"])
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(env_and_data):

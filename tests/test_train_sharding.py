@@ -99,7 +99,12 @@ def test_one_vs_eight_devices(name, make_batch, model_axis):
   config = load_config(name)
   config.data_dir = "unused"
   config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 2e-3
+  # The expert's learned logit scale (10) and in-batch softmax give gradient
+  # norms near 400: with a 2e-3 step, the model-axis reduction-order noise
+  # (~1e-7) grows to 2e-5 in the second step's loss. At 1e-4 it stays at 2e-6
+  # while the loss still moves (4.30 -> 1.09), so the check keeps its teeth.
+  config.optimizer.learning_rate = 1e-4 if name == "syncnet" else 2e-3
+  config.optimizer.warmup_steps = 0  # the expert's default warmup starts at LR 0
   config.mesh_shard_min_size = 1024
   if name == "wav2lip":
     config.syncnet_checkpoint = "random"

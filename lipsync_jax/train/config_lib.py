@@ -24,6 +24,7 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.num_steps = 100_000
   c.eval_every = 3000
   c.eval_batches = 50
+  c.eval_at_start = False          # also evaluate the initial weights (fresh runs)
   c.checkpoint_every = 3000
   c.keep_last = 3                  # keep the last K checkpoints (+ the best)
   c.log_every = 50                 # TensorBoard scalars / progress-bar refresh

@@ -374,6 +374,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_m: dict[str, float] | None = None
   pbar = summary_lib.progress(num_steps, start, enabled=is_main and config.progress_bar)
   step = start
+  initial_eval: dict[str, float] | None = None
+  if start == 0 and config.get("eval_at_start", False):
+    # The baseline that training must beat, on the same val batches.
+    initial_eval, _ = evaluate(setup, config, val_loader)
+    writer.eval(0, initial_eval)
   try:
     with _StopFlag() as flag:
       while step < num_steps:
@@ -445,6 +450,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "wall_time_s": round(wall, 3),
       "steps_per_s": round((step - start) / wall, 4) if wall > 0 else None,
       "final_train": train_m,
+      "initial_eval": initial_eval,
       "final_eval": eval_m,
       "best": best if best["step"] is not None else None,
       "last_checkpoint": last_good,
