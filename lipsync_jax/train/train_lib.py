@@ -375,11 +375,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pbar = summary_lib.progress(num_steps, start, enabled=is_main and config.progress_bar)
   step = start
   initial_eval: dict[str, float] | None = None
-  if start == 0 and config.get("eval_at_start", False):
-    # The baseline that training must beat, on the same val batches.
-    initial_eval, _ = evaluate(setup, config, val_loader)
-    writer.eval(0, initial_eval)
   try:
+    if start == 0 and config.eval_at_start:
+      # The baseline that training must beat, on the same val batches.
+      initial_eval, _ = evaluate(setup, config, val_loader)
+      writer.eval(0, initial_eval)
     with _StopFlag() as flag:
       while step < num_steps:
         batch = _model_inputs(next(data_iter))
