@@ -24,7 +24,7 @@ import tempfile
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      description="Lip-sync a face video or photo to speech (JAX Wav2Lip / LPIPS-AttnWav2Lip).")
+      description="Lip-sync a face video or photo to speech (JAX Wav2Lip, LPIPS-AttnWav2Lip, SyncTalkFace, au_tcn).")
   p.add_argument("--checkpoint", required=True,
                  help="exported model dir, training workdir or upstream .pth")
   p.add_argument("--face", help="face video or still image")

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipsync_jax import metrics
+from lipsync_jax import models
 from lipsync_jax import report as report_lib
 
 MODES = ("paired", "unpaired")
@@ -114,7 +115,7 @@ def _generate_fn(module: Any) -> Callable:
     target = target.astype(jnp.float32) / 255.0
     masked = target.at[:, FACE_SIZE // 2:].set(0.0)
     faces = jnp.concatenate([masked, reference.astype(jnp.float32) / 255.0], axis=-1)
-    out = module.apply(v, mel, faces, train=False)
+    out = models.generate_frames(module, v, mel, faces)
     return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
 
   return jax.jit(gen)
@@ -124,7 +125,8 @@ class Generator:
   """Jitted generator on fixed-size batches: uint8 crops in, uint8 crops out."""
 
   def __init__(self, module: Any, variables: Any, batch_size: int = 32):
-    self.batch_size = batch_size
+    unit = models.frames_per_call(module)  # au_tcn: windows of consecutive frames
+    self.batch_size = -(-batch_size // unit) * unit
     self.module = module
     self.variables = jax.device_put(
         {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
@@ -430,7 +432,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
   """Runs an evaluation from parsed arguments; returns the report dict."""
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
-  from lipsync_jax.models import GENERATORS  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.models import ALL_GENERATORS  # pylint: disable=import-outside-toplevel
   log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
   if args.min_frames < metrics.WINDOW_FRAMES:
     raise EvaluationError(f"--min-frames must be >= {metrics.WINDOW_FRAMES}")
@@ -456,7 +458,7 @@ def run(args: argparse.Namespace) -> dict:
       raise EvaluationError("need --checkpoint and --data (or --videos DIR)")
     from lipsync_jax import data as data_lib  # pylint: disable=import-outside-toplevel
     data_lib.load_index(args.data).split(args.split)  # fail fast on a bad dataset/split
-    gen = checkpoint.load_model(args.checkpoint, expected_arch=GENERATORS)
+    gen = checkpoint.load_model(args.checkpoint, expected_arch=ALL_GENERATORS)
     syncnet = args.syncnet or _find_recorded_expert(gen.meta)
     if not syncnet:
       raise EvaluationError("no --syncnet given and the generator checkpoint records no "

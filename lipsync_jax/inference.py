@@ -637,7 +637,9 @@ class LipSyncer:
     # first axis, the weights are replicated.
     devices = np.array(jax.local_devices())
     self.num_devices = len(devices)
-    self.batch_size = int(math.ceil(options.batch_size / self.num_devices)) * self.num_devices
+    from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+    unit = self.num_devices * models.frames_per_call(module)
+    self.batch_size = int(math.ceil(options.batch_size / unit)) * unit
     mesh = Mesh(devices, ("data",))
     self.data_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
@@ -652,7 +654,7 @@ class LipSyncer:
       crops = crops.astype(jnp.float32) / 255.0
       masked = crops.at[:, FACE_SIZE // 2:].set(0.0)
       faces = jnp.concatenate([masked, crops], axis=-1)
-      out = module.apply(variables, mel, faces, train=False)
+      out = models.generate_frames(module, variables, mel, faces)
       return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
 
     self.generate_batch = jax.jit(
@@ -665,11 +667,11 @@ class LipSyncer:
     """Loads a generator checkpoint (model dir, training workdir or upstream
     `.pth`) with `checkpoint.load_model`; refuses other architectures."""
     from lipsync_jax import checkpoint
-    from lipsync_jax.models import GENERATORS
+    from lipsync_jax.models import ALL_GENERATORS
     path = os.fspath(path)
     if not os.path.exists(path):
       raise InputNotFoundError(f"checkpoint not found: {path}")
-    loaded = checkpoint.load_model(path, expected_arch=GENERATORS)
+    loaded = checkpoint.load_model(path, expected_arch=ALL_GENERATORS)
     return cls(loaded.module, loaded.variables, loaded.arch, options, **overrides)
 
   @property
@@ -925,8 +927,10 @@ class LipSyncer:
             n = len(crops)
             batch_crops = np.zeros((bs, FACE_SIZE, FACE_SIZE, 3), np.uint8)
             batch_crops[:n] = np.stack(crops)
+            batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
             batch_mel = np.zeros((bs, 80, 16, 1), np.float32)
             batch_mel[:n, ..., 0] = windows[np.asarray(rows)]
+            batch_mel[n:] = batch_mel[n - 1]
             out = np.asarray(self.generate_batch(self.variables, batch_mel, batch_crops))[:n]
         to_paste.put((frames, boxes, out))
       to_paste.put(_END)

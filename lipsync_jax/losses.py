@@ -223,6 +223,48 @@ def memory_store_loss(value_recall: Array, lip_query: Array) -> Array:
   return jnp.mean(jnp.square(_f32(value_recall) - target))
 
 
+def visual_sync_loss(generated_emb: Array, real_emb: Array) -> Array:
+  """SyncTalkFace's visual-visual sync loss, mean |E_lip(generated) - E_lip(real)|.
+
+  Args:
+    generated_emb: (B, C) lip-encoder embeddings of the generated 5-frame
+      windows (computed with stop-gradient encoder weights by the caller).
+    real_emb: (B, C) embeddings of the ground-truth windows of the same
+      frames (not stop-gradient: the lip encoder learns from this side).
+  Returns:
+    Scalar float32, mean over the batch and the C dims.
+  """
+  return jnp.mean(jnp.abs(_f32(generated_emb) - _f32(real_emb)))
+
+
+def masked_bce_with_logits(logits: Array, labels: Array, mask: Array | None = None
+                           ) -> Array:
+  """Mean BCE over the entries where `mask` is 1 (AU presence losses).
+
+  Args:
+    logits: (..., K) float logits.
+    labels: (..., K) targets in [0, 1].
+    mask: (...) or (..., K) weights (1 = labelled), or None for all.
+  Returns:
+    Scalar float32; 0 when nothing is labelled.
+  """
+  logits, labels = _f32(logits), _f32(labels)
+  per = optax.sigmoid_binary_cross_entropy(logits, labels)
+  if mask is None:
+    return jnp.mean(per)
+  m = jnp.broadcast_to(_f32(mask)[..., None] if mask.ndim < logits.ndim else _f32(mask),
+                       per.shape)
+  return jnp.sum(per * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def au_consistency_loss(generated_logits: Array, real_logits: Array) -> Array:
+  """The AU loss of the au_tcn variant: BCE(sigmoid(AUcls(generated)),
+  sigmoid(AUcls(real))), the soft targets stop-gradient. (..., K) logits ->
+  scalar float32."""
+  target = jax.nn.sigmoid(jax.lax.stop_gradient(_f32(real_logits)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(_f32(generated_logits), target))
+
+
 def all_finite(metrics: dict[str, Any]) -> Array:
   """True when every leaf of `metrics` is finite (jit-friendly)."""
   leaves = [jnp.all(jnp.isfinite(_f32(v))) for v in jax.tree_util.tree_leaves(metrics)]

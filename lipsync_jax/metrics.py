@@ -114,7 +114,8 @@ class SyncScorer(Protocol):
 def batched_apply(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
                   batch_size: int) -> np.ndarray:
   """Runs jitted `fn(*batch)` over the arrays in fixed-size batches (the last
-  one zero-padded) so that every clip length reuses one compiled program.
+  one padded by repeating its last item, which sequence models see as a
+  still tail) so that every clip length reuses one compiled program.
   Returns the concatenated (N, ...) outputs as numpy."""
   n = arrays[0].shape[0]
   outs = []
@@ -122,7 +123,7 @@ def batched_apply(fn: Callable[..., jax.Array], arrays: Sequence[np.ndarray],
     chunks = [a[s:s + batch_size] for a in arrays]
     m = chunks[0].shape[0]
     if m < batch_size:
-      chunks = [np.concatenate([c, np.zeros((batch_size - m,) + c.shape[1:], c.dtype)])
+      chunks = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, axis=0)])
                 for c in chunks]
     outs.append(np.asarray(fn(*chunks))[:m])
   if not outs:

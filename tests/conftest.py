@@ -24,3 +24,18 @@ def shared_dir() -> pathlib.Path:
     pytest.skip(f"needs the shared data folder, not found at {SHARED} "
                 "(set LIPSYNC_SHARED to point at it)")
   return SHARED
+
+
+@pytest.fixture(scope="module")
+def xla_compilation_cache(tmp_path_factory):
+  """A persistent XLA cache for one test module: identical programs built
+  again (1 and 8 devices share init; a resumed run rebuilds the straight
+  run's step) compile once."""
+  import jax  # pylint: disable=import-outside-toplevel
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])

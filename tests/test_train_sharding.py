@@ -37,6 +37,22 @@ def generator_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
           "audio": audio, "sync_audio": audio[:, 0].copy()}
 
 
+def synctalkface_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+  batch = generator_batch(b, seed)
+  r = np.random.default_rng(seed + 1)
+  batch["context"] = r.integers(0, 256, (b, 9, 96, 96, 3), dtype=np.uint8)
+  batch["context"][:, 2:7] = batch["target"]
+  return batch
+
+
+def au_tcn_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+  batch = generator_batch(b, seed)
+  r = np.random.default_rng(seed + 2)
+  batch["aus"] = (r.random((b, 5, 5)) < 0.4).astype(np.float32)
+  batch["au_valid"] = (r.random((b, 5)) < 0.9).astype(np.float32)
+  return batch
+
+
 def run_steps(config, mesh, batch, n_steps=2):
   setup = train_lib.build(config, mesh)
   gbatch = sharding_lib.shard_batch(batch, mesh)
@@ -74,16 +90,7 @@ def test_batch_is_split_over_devices():
   assert len(shards) == 8 and all(s.data.shape[0] == 1 for s in shards)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Identical programs built twice (1 and 8 devices share init) compile once."""
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 
 
 # Plain SGD makes "same updates" checkable to 1e-5: Adam divides each gradient
@@ -94,6 +101,9 @@ def compilation_cache(tmp_path_factory):
 @pytest.mark.parametrize("name,make_batch,model_axis", [
     ("syncnet", syncnet_batch, 2),    # 4 x 2 mesh: data and model axes
     ("wav2lip", generator_batch, 1),  # 8 x 1 mesh: G + sync + fused D step
+    # Variants: two decoding paths, memory, lip encoder, dropout; TCN + AUs.
+    ("synctalkface", synctalkface_batch, 1),
+    ("au_tcn", au_tcn_batch, 1),
 ])
 def test_one_vs_eight_devices(name, make_batch, model_axis):
   config = load_config(name)
@@ -104,11 +114,23 @@ def test_one_vs_eight_devices(name, make_batch, model_axis):
   # (~1e-7) grows to 2e-5 in the second step's loss. At 1e-4 it stays at 2e-6
   # while the loss still moves (4.30 -> 1.09), so the check keeps its teeth.
   config.optimizer.learning_rate = 1e-4 if name == "syncnet" else 2e-3
+  if name == "synctalkface":
+    config.optimizer.learning_rate = 1e-3
+    # The visual-visual sync loss is an L1 between ReLU embeddings: where both
+    # sides are (nearly) 0 its gradient is sign(1e-7 noise), so the second
+    # step's update of the first conv differed by 2.6e-5 (1 vs 8 devices, any
+    # LR); without it 3.5e-6. Its value is still compared (weight 0, but
+    # computed and reported as "vv"/"vv_value").
+    config.loss.vv = 0.0
   config.optimizer.warmup_steps = 0  # the expert's default warmup starts at LR 0
   config.mesh_shard_min_size = 1024
-  if name == "wav2lip":
+  if config.phase == "generator":
     config.syncnet_checkpoint = "random"
+  if name == "wav2lip":
     config.sync_schedule.initial = 0.03  # sync term on: expert gradient path
+  if name == "au_tcn":
+    # The batch carries AU labels (the a2au loss); no dataset to check them against.
+    config.data.options.with_aus = False
   batch = make_batch(8)
   h1, s1, init = run_steps(config, sharding_lib.make_mesh(1), batch)
   h8, s8, st8 = run_steps(config, sharding_lib.make_mesh(8, model_axis=model_axis), batch)

@@ -27,7 +27,9 @@ Contract (stable API)::
     negatives shifted by >= min_offset frames (default 5) within the clip).
   - kind="generator": target (B,5,S,S,3) uint8, reference (B,5,S,S,3) uint8
     (another window of the same clip), audio (B,5,80,16,1) float32 per-frame
-    windows, sync_audio (B,80,16,1) float32.
+    windows, sync_audio (B,80,16,1) float32; context_frames=c adds context
+    (B,5+2c,S,S,3) uint8 (frames f-c..f+4+c); with_aus=True adds aus (B,5,K)
+    and au_valid (B,5) float32 (labels in DATA_DIR/au_labels, see au_store).
   - with_meta=True adds clip_index and the window starts (int32, (B,)).
 * Alignment convention (training AND inference): frame i's per-frame mel
   window is columns [int(80 i / fps), +16) (no upstream -1 shift); the sync

@@ -87,16 +87,32 @@ class GeneratorSample(_SampleBase):
   |r - f| >= ref_min_offset; audio: per-frame windows [int(80 (f+k) / fps),
   +16) for k = 0..4; sync_audio: [int(80 f / fps), +16) (equal to audio[0]
   under the shared alignment convention).
+  context_frames c > 0 adds context: frames f-c..f+4+c (5+2c, all with a
+  face; SyncTalkFace's 9 frames at c = 2). with_aus adds aus (5, K) float32
+  presence and au_valid (5,) float32 of the target frames, from the labels
+  of ``data_prep/au_labels.py``.
   """
 
   def __init__(self, index, clips, ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
-               with_meta: bool = False):
+               with_meta: bool = False, context_frames: int = 0,
+               with_aus: bool = False):
     super().__init__(index, clips, with_meta)
     if ref_min_offset < 1:
       raise ValueError(f"ref_min_offset must be >= 1, got {ref_min_offset}")
+    if context_frames < 0:
+      raise ValueError(f"context_frames must be >= 0, got {context_frames}")
     self.ref_min_offset = ref_min_offset
-    self.starts = [sources.generator_starts(w, ref_min_offset)
+    self.context = int(context_frames)
+    self.starts = [sources.generator_starts(w, ref_min_offset, self.context)
                    for w in self.windows]
+    self.aus = None
+    if with_aus:
+      from lipsync_jax.data import au_store  # pylint: disable=g-import-not-at-top
+      labels = [au_store.load_clip_labels(index.data_dir, c) for c in clips]
+      if len({l.aus for l in labels}) > 1:
+        raise fmt.DatasetFormatError("the clips' AU labels have different AU columns")
+      self.aus = [(l.presence.astype(np.float32), l.valid.astype(np.float32))
+                  for l in labels]
 
   def random_map(self, element: dict[str, int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -111,6 +127,13 @@ class GeneratorSample(_SampleBase):
         "audio": audio,
         "sync_audio": audio[0].copy(),
     }
+    if self.context:
+      out["context"] = self.reader.frames(clip, f - self.context,
+                                          sources.WINDOW + 2 * self.context)
+    if self.aus is not None:
+      pres, valid = self.aus[ci]
+      out["aus"] = pres[f:f + sources.WINDOW]
+      out["au_valid"] = valid[f:f + sources.WINDOW]
     if self.with_meta:
       out.update(clip_index=np.int32(ci), target_start=np.int32(f),
                  reference_start=np.int32(r))
@@ -143,6 +166,8 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
            min_offset: int = DEFAULT_MIN_OFFSET,
            ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
            with_meta: bool = False,
+           context_frames: int = 0,
+           with_aus: bool = False,
            worker_buffer_size: int = 2,
            read_threads: int = 2) -> grain.DataLoader:
   if kind not in KINDS:
@@ -152,8 +177,10 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
     raise ValueError(f"global_batch_size {global_batch_size} must be a "
                      f"positive multiple of the process count {shard_count}")
   index = fmt.load_index(data_dir)
+  if kind == "syncnet" and (context_frames or with_aus):
+    raise ValueError("context_frames and with_aus are generator sample options")
   clips = sources.eligible_clips(index.split(split), kind, min_offset,
-                                 ref_min_offset)
+                                 ref_min_offset, context_frames)
   if not clips:
     raise fmt.DatasetFormatError(f"split {split!r} of {data_dir} has no clip "
                                  f"long enough for a {kind} sample")
@@ -163,7 +190,8 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
   if kind == "syncnet":
     transform = SyncNetSample(index, clips, min_offset, with_meta)
   else:
-    transform = GeneratorSample(index, clips, ref_min_offset, with_meta)
+    transform = GeneratorSample(index, clips, ref_min_offset, with_meta,
+                                context_frames, with_aus)
   shard_options = grain.ShardOptions(shard_index, shard_count,
                                      drop_remainder=drop_remainder)
   sampler = sources.EpochSampler(
@@ -199,7 +227,10 @@ def make_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
     shard_index, shard_count: default jax.process_index()/process_count().
     **sample_options: windows_per_clip (1: records per clip per epoch),
       min_offset (5), ref_min_offset (1), with_meta (False: add clip_index and
-      window starts to the batch), worker_buffer_size (2), read_threads (2:
+      window starts to the batch), context_frames (0: generator batches get
+      context (B,5+2c,S,S,3), frames f-c..f+4+c), with_aus (False: generator
+      batches get aus (B,5,K) and au_valid (B,5) from the stored AU labels),
+      worker_buffer_size (2), read_threads (2:
       reader threads per process/worker).
 
   Returns:

@@ -79,22 +79,36 @@ def syncnet_audio_starts(w: ClipWindows, min_offset: int) -> np.ndarray:
   return w.sync[(w.sync - lo >= min_offset) | (hi - w.sync >= min_offset)]
 
 
-def generator_starts(w: ClipWindows, ref_min_offset: int) -> np.ndarray:
-  """Target starts f that have a reference window r, |r - f| >= offset."""
+def generator_starts(w: ClipWindows, ref_min_offset: int,
+                     context: int = 0) -> np.ndarray:
+  """Target starts f that have a reference window r, |r - f| >= offset.
+
+  With ``context`` c > 0, also frames f - c .. f + 4 + c all have a face
+  (the 5 + 2c frames of a SyncTalkFace sample: a lip window centred on every
+  target frame).
+  """
   if len(w.face) == 0 or len(w.gen) == 0:
     return w.gen
   lo, hi = w.face.min(), w.face.max()
-  return w.gen[(w.gen - lo >= ref_min_offset) | (hi - w.gen >= ref_min_offset)]
+  out = w.gen[(w.gen - lo >= ref_min_offset) | (hi - w.gen >= ref_min_offset)]
+  if context > 0:
+    # Window starts s in `face` cover frames s..s+4; f-c..f+4+c is covered
+    # by the windows starting at f-c .. f+c.
+    face = set(w.face.tolist())
+    keep = [f for f in out.tolist()
+            if all(s in face for s in range(f - context, f + context + 1))]
+    out = np.asarray(keep, np.int64)
+  return out
 
 
 def eligible_clips(clips: list[fmt.ClipMeta], kind: str, min_offset: int,
-                   ref_min_offset: int) -> list[fmt.ClipMeta]:
+                   ref_min_offset: int, context: int = 0) -> list[fmt.ClipMeta]:
   """Clips that can give at least one sample of ``kind``; logs the others."""
   out, dropped = [], []
   for c in clips:
     w = clip_windows(c)
     starts = (syncnet_audio_starts(w, min_offset) if kind == "syncnet" else
-              generator_starts(w, ref_min_offset))
+              generator_starts(w, ref_min_offset, context))
     (out if len(starts) else dropped).append(c)
   if dropped:
     logging.warning("%d clip(s) too short for a %s sample, left out: %s",

@@ -43,9 +43,64 @@ ARCHS: dict[str, tuple[str, str]] = {
 }
 
 GENERATORS = ("wav2lip", "lpips_attnwav2lip")
-# Generators with their own inputs or training outputs (lip windows, AU
-# features, dropout): not (yet) handled by the generic trainer and inference.
+# Generators with their own training inputs and outputs (lip windows, AU
+# features, dropout). The trainer handles them per model family
+# (train/steps.py); inference goes through `generate_frames`.
 VARIANT_GENERATORS = ("synctalkface", "synctalkface_paper", "au_tcn")
+ALL_GENERATORS = GENERATORS + VARIANT_GENERATORS
+
+
+def frames_per_call(module: nn.Module) -> int:
+  """Batches given to `generate_frames` must be a multiple of this: au_tcn
+  generates windows of consecutive frames (its `seq_len`, or the 5 frames it
+  is trained on); the others generate every frame on its own (1)."""
+  from lipsync_jax.models import au_tcn  # pylint: disable=import-outside-toplevel
+  if isinstance(module, au_tcn.AUTCN):
+    return int(module.seq_len or 5)
+  return 1
+
+
+def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Array) -> jax.Array:
+  """Any generator under Wav2Lip's inference contract (jit-friendly).
+
+  Args:
+    module: a generator of `ALL_GENERATORS`.
+    variables: its {"params", "batch_stats"}.
+    mel: (N, 80, 16, 1) per-frame mel windows.
+    faces: (N, H, W, 6) [0, 1] masked target + reference, consecutive frames
+      for au_tcn (N a multiple of `frames_per_call`).
+  Returns:
+    (N, H, W, 3) float32 in [0, 1].
+
+  Handles each model's pixel range ([-1, 1] for the tanh presets) and face
+  size (a 128 px model gets the crops resized to 128 and its output resized
+  back); au_tcn sees N / w windows of w consecutive frames (in one_shot mode
+  identity = the window's first reference frame).
+  """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.models import au_tcn  # pylint: disable=import-outside-toplevel
+  n, h, w = faces.shape[:3]
+  size = int(getattr(module, "image_size", h))
+  x = faces.astype(jnp.float32)
+  if (h, w) != (size, size):
+    x = jax.image.resize(x, (n, size, size, 6), "linear")
+  lo, hi = getattr(module, "pixel_range", (0.0, 1.0))
+  x = lo + (hi - lo) * x
+  if isinstance(module, au_tcn.AUTCN):
+    t = frames_per_call(module)
+    if n % t:
+      raise ValueError(f"au_tcn generates windows of {t} frames; got a batch of {n}")
+    a = mel.reshape((n // t, t) + mel.shape[1:])
+    f = x.reshape((n // t, t) + x.shape[1:])
+    if module.mode == "one_shot":
+      f = f[:, 0, ..., 3:]
+    out = module.apply(variables, a, f, train=False).reshape((n, size, size, 3))
+  else:
+    out = module.apply(variables, mel, x, train=False)
+  out = (out.astype(jnp.float32) - lo) / (hi - lo)
+  if (h, w) != (size, size):
+    out = jax.image.resize(out, (n, h, w, 3), "linear")
+  return jnp.clip(out, 0.0, 1.0)
 
 
 def model_class(arch: str) -> type[nn.Module]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-PHASES = ("syncnet", "generator")
+PHASES = ("syncnet", "generator", "au")
 EXPERT_BN_MODES = ("running", "batch")
 
 
@@ -66,9 +66,15 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.loss.init_logit_scale = 10.0
     c.loss.init_logit_bias = -5.0
     c.loss.in_batch_weight = 0.0        # + w * in-batch InfoNCE (losses.in_batch_sync_loss)
+  elif phase == "au":
+    # au_classifier / audio_to_au on the stored AU labels (au_tcn stages).
+    c.best_metric = "loss"
+    c.data.options.with_aus = True
   else:
     c.best_metric = "loss"
     c.syncnet_checkpoint = ""       # path, or "random" (tests/smoke only)
+    c.audio_to_au_checkpoint = ""   # au_tcn: trained audio-to-AU (configs/audio_to_au.py)
+    c.au_classifier_checkpoint = ""  # au_tcn: frozen AU classifier for loss.au
     c.expert_bn = "running"
     c.expert_width_multiplier = 1.0  # only for syncnet_checkpoint="random"
     c.lpips_net = "vgg16"
@@ -77,6 +83,12 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.loss.l1_complement = True     # L1 weight = 1 - sync - gan (upstream)
     c.loss.lpips = 0.0
     c.loss.gan = 0.0
+    # Variant losses (steps.combine_generator_losses), 0 = off:
+    c.loss.vv = 0.0                 # SyncTalkFace visual-visual sync
+    c.loss.store = 0.0              # SyncTalkFace memory storage
+    c.loss.align = 0.0              # SyncTalkFace address alignment (KL)
+    c.loss.au = 0.0                 # au_tcn AU-classifier consistency
+    c.loss.a2au = 0.0               # au_tcn audio-to-AU BCE (needs with_aus)
     c.sync_schedule = ml_collections.ConfigDict()
     c.sync_schedule.initial = 0.0
     c.sync_schedule.value = 0.03

@@ -153,73 +153,178 @@ def make_expert_apply(expert: nn.Module, bn_mode: str):
   return apply
 
 
+# Loss parts that a model with a second decoding path (SyncTalkFace's value
+# path) also reports for that path as "<name>_value"; both get the same weight.
+PATH_LOSSES = ("l1", "sync", "lpips", "gan_g", "vv")
+# Model-specific parts and their weights in `loss_cfg` (0 = off).
+EXTRA_LOSSES = ("store", "align", "au", "a2au")
+
+
 def combine_generator_losses(parts: Metrics, sync_weight: Array,
                              loss_cfg: Any) -> Array:
-  """Total G loss from its parts, upstream's weighting.
+  """Total G loss from its parts.
 
-  total = w_l1 * l1 + sync_weight * sync + lpips * LPIPS + gan * GAN_G, with
-  w_l1 = 1 - sync_weight - gan when `l1_complement` (upstream), else `l1`.
+  total = w_l1 * l1 + sync_weight * sync + lpips * LPIPS + gan * GAN_G
+          [+ vv * VV + store * STORE + align * ALIGN + au * AU + a2au * A2AU],
+  with w_l1 = 1 - sync_weight - gan when `l1_complement` (upstream), else
+  `l1`. Each of l1, sync, lpips, gan_g, vv also counts its "_value" part (a
+  second decoding path) with the same weight, as SyncTalkFace sums its losses
+  over both paths.
   """
   gan_w = float(loss_cfg.gan)
   w_l1 = (1.0 - sync_weight - gan_w) if loss_cfg.l1_complement else float(loss_cfg.l1)
-  total = w_l1 * parts["l1"] + sync_weight * parts["sync"]
-  if "lpips" in parts and loss_cfg.lpips:
-    total = total + float(loss_cfg.lpips) * parts["lpips"]
-  if "gan_g" in parts and gan_w:
-    total = total + gan_w * parts["gan_g"]
+  weights = {"l1": w_l1, "sync": sync_weight, "lpips": float(loss_cfg.lpips),
+             "gan_g": gan_w, "vv": float(loss_cfg.get("vv", 0.0))}
+  weights.update({k: float(loss_cfg.get(k, 0.0)) for k in EXTRA_LOSSES})
+  total = jnp.float32(0.0)
+  for name, w in weights.items():
+    if isinstance(w, float) and w == 0.0:
+      continue
+    for key in (name, name + "_value"):
+      if key in parts:
+        total = total + w * parts[key]
   return total
 
 
+def _pixel_maps(gen: nn.Module):
+  """(to_model, to_unit): [0, 1] images <-> the model's pixel range."""
+  lo, hi = getattr(gen, "pixel_range", (0.0, 1.0))
+  if (lo, hi) == (0.0, 1.0):
+    return (lambda x: x), (lambda x: x)
+  return (lambda x: lo + (hi - lo) * x), (lambda x: (x - lo) / (hi - lo))
+
+
+def model_family(gen: nn.Module) -> str:
+  """"synctalkface", "au_tcn" or "wav2lip" (one decoding path, no extras)."""
+  from lipsync_jax.models import au_tcn, synctalkface  # pylint: disable=g-import-not-at-top
+  if isinstance(gen, synctalkface.SyncTalkFace):
+    return "synctalkface"
+  if isinstance(gen, au_tcn.AUTCN):
+    return "au_tcn"
+  return "wav2lip"
+
+
+def _apply(module, variables, *args, train, rng, **kw):
+  """module.apply in train (BN batch stats out, dropout rng) or eval mode.
+  Returns (output, new batch_stats or None)."""
+  if train:
+    out, upd = module.apply(variables, *args, train=True, mutable=["batch_stats"],
+                            rngs={"dropout": rng}, **kw)
+    return out, upd["batch_stats"]
+  return module.apply(variables, *args, train=False, **kw), None
+
+
+def _generate(gen, family, variables, batch, faces, gt, frozen, train, rng,
+              au_classifier=None):
+  """Runs the generator. Returns (paths, extra parts, new batch stats):
+  paths are the generated (B,T,96,96,3) [0, 1] frames of each decoding path,
+  the inference path first."""
+  to_model, to_unit_range = _pixel_maps(gen)
+  parts: Metrics = {}
+  if family == "synctalkface":
+    from lipsync_jax.models.synctalkface import lip_windows, mask_upper_half  # pylint: disable=g-import-not-at-top
+    lip = lip_windows(to_model(to_unit(batch["context"])), gen.lip_window, gen.mask_value)
+    out, stats = _apply(gen, variables, batch["audio"], to_model(faces), lip,
+                        train=train, rng=rng)
+    paths = (to_unit_range(out.images), to_unit_range(out.value_images))
+    parts["store"] = losses.memory_store_loss(out.value_recall, out.lip_query)
+    parts["align"] = losses.memory_alignment_kl(out.lip_address, out.audio_address)
+    # Visual-visual sync: the generated window through a frozen copy of the
+    # lip encoder (stop-gradient weights, BN batch stats discarded), the
+    # ground-truth window of the same frames through the trained one.
+    enc_vars = dict(variables)
+    real_w = mask_upper_half(to_model(gt), gen.mask_value)
+    real_emb, _ = _apply(gen, enc_vars, real_w, train=train, rng=rng, method="encode_lip")
+    frozen_vars = dict(enc_vars, params=jax.lax.stop_gradient(enc_vars["params"]))
+    for name, img in zip(("vv", "vv_value"), paths):
+      fake_w = mask_upper_half(to_model(img), gen.mask_value)
+      fake_emb, _ = _apply(gen, frozen_vars, fake_w, train=train, rng=rng,
+                           method="encode_lip")
+      parts[name] = losses.visual_sync_loss(fake_emb, real_emb)
+    return paths, parts, stats
+  if family == "au_tcn":
+    # one_shot: the whole face from one identity image, the reference's
+    # first frame (channels 3-5).
+    inputs = faces if gen.mode == "inpaint" else faces[:, 0, ..., 3:]
+    out, stats = _apply(gen, variables, batch["audio"], to_model(inputs), train=train,
+                        rng=rng, return_aux=True)
+    pred = to_unit_range(out.images)
+    if "aus" in batch:
+      parts["a2au"] = losses.masked_bce_with_logits(out.au_logits, batch["aus"],
+                                                    batch["au_valid"])
+    if au_classifier is not None:
+      cls_vars = frozen["au_classifier"]
+      lower = lambda x: x[:, :, x.shape[2] // 2:]
+      fake_logits = au_classifier.apply(cls_vars, lower(pred), train=False)
+      real_logits = au_classifier.apply(cls_vars, lower(gt), train=False)
+      parts["au"] = losses.au_consistency_loss(fake_logits, real_logits)
+    return (pred,), parts, stats
+  pred, stats = _apply(gen, variables, batch["audio"], faces, train=train, rng=rng)
+  return (pred.astype(jnp.float32),), parts, stats
+
+
 def _generator_parts(gen, expert_apply, lpips_apply, disc, loss_cfg,
-                     trainable, batch_stats, d_params, frozen, batch, train):
-  """Forward pass and loss parts. Returns (parts, new_batch_stats, pred, gt)."""
+                     trainable, batch_stats, d_params, frozen, batch, train,
+                     rng=None, au_classifier=None):
+  """Forward pass and loss parts. Returns (parts, new_batch_stats, paths, gt);
+  `paths` are the generated frames of each decoding path (inference first)."""
   faces, gt = generator_inputs(batch)
   variables = {"params": trainable["model"], "batch_stats": batch_stats}
-  if train:
-    pred, updates = gen.apply(variables, batch["audio"], faces, train=True,
-                              mutable=["batch_stats"])
-    new_stats = updates["batch_stats"]
-  else:
-    pred = gen.apply(variables, batch["audio"], faces, train=False)
+  if rng is None:
+    rng = jax.random.PRNGKey(0)
+  paths, parts, new_stats = _generate(gen, model_family(gen), variables, batch, faces,
+                                      gt, frozen, train, rng, au_classifier)
+  if new_stats is None:
     new_stats = batch_stats
-  pred = pred.astype(jnp.float32)
-  parts = {"l1": losses.l1(pred, gt)}
-  parts["sync"], _ = losses.sync_loss(
-      functools.partial(expert_apply, frozen["expert"]), pred, batch["sync_audio"])
-  if lpips_apply is not None and loss_cfg.lpips:
-    parts["lpips"] = losses.lpips_loss(
-        functools.partial(lpips_apply, frozen["lpips"]), pred, gt)
-  if disc is not None:
-    fake = disc.apply({"params": d_params}, pred, method="logits")
-    parts["gan_g"] = losses.gan_generator_loss(fake)
-  return parts, new_stats, pred, gt
+  for i, pred in enumerate(paths):
+    sfx = "" if i == 0 else "_value"
+    pred = pred.astype(jnp.float32)
+    parts["l1" + sfx] = losses.l1(pred, gt)
+    parts["sync" + sfx], _ = losses.sync_loss(
+        functools.partial(expert_apply, frozen["expert"]), pred, batch["sync_audio"])
+    if lpips_apply is not None and loss_cfg.lpips:
+      parts["lpips" + sfx] = losses.lpips_loss(
+          functools.partial(lpips_apply, frozen["lpips"]), pred, gt)
+    if disc is not None:
+      fake = disc.apply({"params": d_params}, pred, method="logits")
+      parts["gan_g" + sfx] = losses.gan_generator_loss(fake)
+  return parts, new_stats, tuple(p.astype(jnp.float32) for p in paths), gt
 
 
 def make_generator_train_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any, *,
                               expert_bn: str = "running",
                               lpips_apply: LpipsApply | None = None,
-                              disc: nn.Module | None = None) -> StepFn:
+                              disc: nn.Module | None = None,
+                              au_classifier: nn.Module | None = None) -> StepFn:
   """G step (L1 + sync + LPIPS + GAN), then, with a discriminator, one D step
   on BCE(D(y), 1) + BCE(D(G(x).detach()), 0) as upstream.
 
   batch: target, reference (B,5,96,96,3) uint8; audio (B,5,80,16,1) f32;
-  sync_audio (B,80,16,1) f32. `state.frozen` holds {"expert": variables,
-  "lpips": params}.
+  sync_audio (B,80,16,1) f32; SyncTalkFace also context (B,9,96,96,3) uint8
+  (its lip windows); au_tcn optionally aus (B,5,K), au_valid (B,5) (the
+  audio-to-AU loss). `state.frozen` holds {"expert": variables, "lpips":
+  params, "au_classifier": variables (with `au_classifier`)}. `rng` feeds
+  dropout (SyncTalkFace's fusion, au_tcn's heads and TCN).
+
+  Per model family (see `_generate`): wav2lip / lpips_attnwav2lip have one
+  path; SyncTalkFace decodes a key path (audio address, the inference path)
+  and a value path (lip address), each with l1/sync/lpips/gan_g/vv, plus the
+  memory's store and align losses; au_tcn adds a2au and au.
   """
   expert_apply = make_expert_apply(expert, expert_bn)
 
   def step(state: TrainState, batch: Batch, rng: Array):
-    del rng  # no stochastic layers
     trainable = {"model": state.params, "head": state.head}
 
     def g_loss(tr):
-      parts, new_stats, pred, gt = _generator_parts(
+      parts, new_stats, paths, gt = _generator_parts(
           gen, expert_apply, lpips_apply, disc, loss_cfg, tr,
-          state.batch_stats, state.d_params, state.frozen, batch, train=True)
+          state.batch_stats, state.d_params, state.frozen, batch, train=True,
+          rng=rng, au_classifier=au_classifier)
       total = combine_generator_losses(parts, state.sync_weight, loss_cfg)
-      return total, (parts, new_stats, pred, gt)
+      return total, (parts, new_stats, paths, gt)
 
-    (total, (parts, new_stats, pred, gt)), grads = jax.value_and_grad(
+    (total, (parts, new_stats, paths, gt)), grads = jax.value_and_grad(
         g_loss, has_aux=True)(trainable)
     new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
     metrics = dict(parts, loss=total, sync_weight=state.sync_weight,
@@ -227,12 +332,16 @@ def make_generator_train_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any, 
     state = state.replace(params=new["model"], head=new["head"],
                           batch_stats=new_stats, opt_state=opt_state)
     if disc is not None:
-      fake = jax.lax.stop_gradient(pred)
+      fakes = [jax.lax.stop_gradient(p) for p in paths]
 
       def d_loss(dp):
+        # BCE(D(y), 1) + sum over decoding paths of BCE(D(G(x)), 0).
         real_logits = disc.apply({"params": dp}, gt, method="logits")
-        fake_logits = disc.apply({"params": dp}, fake, method="logits")
-        return losses.gan_discriminator_loss(real_logits, fake_logits)
+        total = losses.bce_with_logits(real_logits, 1.0)
+        for fake in fakes:
+          total = total + losses.bce_with_logits(
+              disc.apply({"params": dp}, fake, method="logits"), 0.0)
+        return total
 
       dl, d_grads = jax.value_and_grad(d_loss)(state.d_params)
       d_params, d_opt_state = _apply_updates(state.d_tx, d_grads,
@@ -247,7 +356,8 @@ def make_generator_train_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any, 
 def make_generator_eval_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any,
                              sync_weight: float, *, expert_bn: str = "running",
                              lpips_apply: LpipsApply | None = None,
-                             disc: nn.Module | None = None):
+                             disc: nn.Module | None = None,
+                             au_classifier: nn.Module | None = None):
   """Eval step -> (metrics, pred (B,T,96,96,3)). Its "loss" uses the fixed
   `sync_weight` (the schedule's final value) so that eval losses stay
   comparable across the schedule switch."""
@@ -255,13 +365,79 @@ def make_generator_eval_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any,
 
   def step(state: TrainState, batch: Batch):
     trainable = {"model": state.params, "head": state.head}
-    parts, _, pred, _ = _generator_parts(
+    parts, _, paths, _ = _generator_parts(
         gen, expert_apply, lpips_apply, disc, loss_cfg, trainable,
-        state.batch_stats, state.d_params, state.frozen, batch, train=False)
+        state.batch_stats, state.d_params, state.frozen, batch, train=False,
+        au_classifier=au_classifier)
     metrics = dict(parts, loss=combine_generator_losses(
         parts, jnp.float32(sync_weight), loss_cfg))
-    return metrics, pred
+    return metrics, paths[0]
 
+  return step
+
+
+# -----------------------------------------------------------------------------
+# AU networks of the au_tcn variant (AU classifier, audio-to-AU).
+# -----------------------------------------------------------------------------
+
+def _au_forward(model: nn.Module, params, batch_stats, batch: Batch, train: bool,
+                rng: Array):
+  """BCE of AU presence logits (B,5,K) against the stored labels."""
+  from lipsync_jax.models import au_tcn  # pylint: disable=g-import-not-at-top
+  if isinstance(model, au_tcn.AUClassifier):
+    x = to_unit(batch["target"])
+    args = (x[:, :, x.shape[2] // 2:],)            # lower halves (B,5,48,96,3)
+  else:
+    args = (batch["audio"],)                         # (B,5,80,16,1)
+  out, new_stats = _apply(model, {"params": params, "batch_stats": batch_stats}, *args,
+                          train=train, rng=rng)
+  logits = out[1] if isinstance(out, tuple) else out
+  labels, valid = batch["aus"].astype(jnp.float32), batch["au_valid"].astype(jnp.float32)
+  loss = losses.masked_bce_with_logits(logits, labels, valid)
+  m = jnp.broadcast_to(valid[..., None], labels.shape)
+  pred = (logits > 0).astype(jnp.float32)
+  tp = jnp.sum(pred * labels * m, axis=(0, 1))
+  pos = jnp.sum(labels * m, axis=(0, 1))
+  tn = jnp.sum((1 - pred) * (1 - labels) * m, axis=(0, 1))
+  neg = jnp.sum((1 - labels) * m, axis=(0, 1))
+  # Balanced accuracy per AU (AUs absent from the batch's labels count 0.5).
+  tpr = jnp.where(pos > 0, tp / jnp.maximum(pos, 1.0), 0.5)
+  tnr = jnp.where(neg > 0, tn / jnp.maximum(neg, 1.0), 0.5)
+  metrics = {
+      "loss": loss,
+      "accuracy": jnp.sum((pred == labels) * m) / jnp.maximum(jnp.sum(m), 1.0),
+      "balanced_accuracy": jnp.mean(0.5 * (tpr + tnr)),
+      "label_rate": jnp.sum(labels * m) / jnp.maximum(jnp.sum(m), 1.0),
+  }
+  return loss, (new_stats if new_stats is not None else batch_stats, metrics)
+
+
+def make_au_train_step(model: nn.Module) -> StepFn:
+  """AU classifier / audio-to-AU step: masked BCE on AU presence.
+
+  batch: target (B,5,96,96,3) uint8 (classifier: its lower halves), audio
+  (B,5,80,16,1) f32 (audio-to-AU), aus (B,5,K) and au_valid (B,5) f32.
+  """
+
+  def step(state: TrainState, batch: Batch, rng: Array):
+    grad_fn = jax.value_and_grad(
+        lambda p: _au_forward(model, p["model"], state.batch_stats, batch, True, rng),
+        has_aux=True)
+    trainable = {"model": state.params, "head": state.head}
+    (_, (new_stats, metrics)), grads = grad_fn(trainable)
+    new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
+    metrics["grad_norm"] = optax.tree.norm(grads["model"])
+    return state.replace(step=state.step + 1, params=new["model"], batch_stats=new_stats,
+                         opt_state=opt_state), metrics
+
+  return step
+
+
+def make_au_eval_step(model: nn.Module):
+  def step(state: TrainState, batch: Batch) -> Metrics:
+    _, (_, metrics) = _au_forward(model, state.params, state.batch_stats, batch, False,
+                                  jax.random.PRNGKey(0))
+    return metrics
   return step
 
 

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 IMG = 96
 
 
+# Generators the trainer handles (synctalkface_paper is a 128 px model preset;
+# the experts and datasets here are 96 px).
+TRAINABLE_GENERATORS = models.GENERATORS + ("synctalkface", "au_tcn")
+AU_ARCHS = ("au_classifier", "audio_to_au")
+
+
 class TrainConfigError(ValueError):
   """A config value that cannot work (one-line message)."""
 
@@ -61,8 +67,9 @@ class TrainingDiverged(RuntimeError):
 # -----------------------------------------------------------------------------
 
 def _validate(config: ml_collections.ConfigDict) -> None:
-  if config.phase not in ("syncnet", "generator"):
-    raise TrainConfigError(f"config.phase must be 'syncnet' or 'generator', got {config.phase!r}")
+  if config.phase not in ("syncnet", "generator", "au"):
+    raise TrainConfigError(f"config.phase must be 'syncnet', 'generator' or 'au', "
+                           f"got {config.phase!r}")
   if not config.data_dir:
     raise TrainConfigError("config.data_dir is not set (pass --config.data_dir=DIR)")
   if not os.path.isdir(config.data_dir):
@@ -73,9 +80,30 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   arch = config.model.arch
   if config.phase == "syncnet" and arch != "syncnet_color":
     raise TrainConfigError(f"the syncnet phase trains 'syncnet_color', not {arch!r}")
+  if config.phase == "au" and arch not in AU_ARCHS:
+    raise TrainConfigError(f"the au phase trains one of {AU_ARCHS}, not {arch!r}")
   if config.phase == "generator":
-    if arch not in models.GENERATORS:
-      raise TrainConfigError(f"config.model.arch must be one of {models.GENERATORS}, got {arch!r}")
+    if arch not in TRAINABLE_GENERATORS:
+      raise TrainConfigError(f"config.model.arch must be one of {TRAINABLE_GENERATORS}, "
+                             f"got {arch!r}")
+    opts = config.data.options
+    if arch == "synctalkface":
+      window = int(config.model.overrides.get("lip_window", 5))
+      if int(opts.get("context_frames", 0)) != window // 2:
+        raise TrainConfigError(f"synctalkface needs config.data.options.context_frames="
+                               f"{window // 2} (its {window}-frame lip windows)")
+    if float(config.loss.get("a2au", 0.0)) > 0 and not opts.get("with_aus", False):
+      raise TrainConfigError("loss.a2au > 0 needs AU labels: set "
+                             "config.data.options.with_aus=True")
+    if float(config.loss.get("au", 0.0)) > 0 and not config.get("au_classifier_checkpoint"):
+      if arch == "au_tcn":
+        raise TrainConfigError("loss.au > 0 needs config.au_classifier_checkpoint (train "
+                               "one with configs/au_classifier.py) or loss.au=0")
+    if (arch == "au_tcn" and not config.get("audio_to_au_checkpoint")
+        and not config.model.overrides.get("finetune_audio_to_au", False)):
+      raise TrainConfigError("au_tcn needs config.audio_to_au_checkpoint (train one with "
+                             "configs/audio_to_au.py) or model.overrides."
+                             "finetune_audio_to_au=True with loss.a2au > 0")
     if not config.syncnet_checkpoint:
       raise TrainConfigError("config.syncnet_checkpoint is not set: the generator needs "
                              "a trained expert (a workdir, model dir or .pth)")
@@ -103,9 +131,49 @@ def _init_variables(module, rng, *inputs) -> tuple[Any, Any]:
 def _dummy_inputs(arch: str) -> tuple[Any, ...]:
   if arch == "syncnet_color":
     return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG // 2, IMG, 15)))
-  if arch in models.GENERATORS:
+  if arch in models.GENERATORS or arch == "synctalkface":
     return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG, IMG, 6)))
+  if arch == "au_tcn":
+    return (jnp.zeros((1, 5, 80, 16, 1)), jnp.zeros((1, 5, IMG, IMG, 6)))
+  if arch == "audio_to_au":
+    return (jnp.zeros((1, 5, 80, 16, 1)),)
+  if arch == "au_classifier":
+    return (jnp.zeros((1, IMG // 2, IMG, 3)),)
   return (jnp.zeros((1, 1, IMG, IMG, 3)),)
+
+
+def _model_for_init(model, arch: str):
+  """au_tcn one_shot takes (B, S, S, 3) identities: init in inpaint mode
+  (same parameters)."""
+  if arch == "au_tcn" and getattr(model, "mode", "inpaint") != "inpaint":
+    return model.clone(mode="inpaint")
+  return model
+
+
+def _check_au_columns(config, model_aus: tuple[int, ...]) -> None:
+  from lipsync_jax import data  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.data import au_store  # pylint: disable=g-import-not-at-top
+  clips = data.load_index(config.data_dir).split("train")
+  stored = au_store.stored_aus(config.data_dir, clips)
+  if stored != model_aus:
+    raise TrainConfigError(f"the dataset's AU labels have columns {stored}, the model "
+                           f"predicts {model_aus}: set config.model.overrides.aus")
+
+
+def _load_into_group(params: Any, batch_stats: Any, group: str, path: str,
+                     expected_arch: str) -> tuple[Any, Any]:
+  """Replaces `group` of a model's variables by a saved model's variables."""
+  loaded = model_ckpt.load_model(path, expected_arch=expected_arch)
+  lv = dict(loaded.variables)
+  shapes = lambda t: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), t)
+  if shapes(dict(params).get(group)) != shapes(lv.get("params")):
+    raise TrainConfigError(f"{path}: its {expected_arch} does not match the model's "
+                           f"{group!r} (width, AUs)")
+  params = dict(params, **{group: jax.tree_util.tree_map(jnp.asarray, lv["params"])})
+  if lv.get("batch_stats"):
+    batch_stats = dict(batch_stats, **{group: jax.tree_util.tree_map(
+        jnp.asarray, lv["batch_stats"])})
+  return params, batch_stats
 
 
 @dataclasses.dataclass
@@ -128,7 +196,10 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
   dtype = _dtype(config)
   arch = config.model.arch
   model = models.create(arch, dtype=dtype, **model_kwargs(config))
-  params, batch_stats = _init_variables(model, init_rng, *_dummy_inputs(arch))
+  params, batch_stats = _init_variables(_model_for_init(model, arch), init_rng,
+                                        *_dummy_inputs(arch))
+  if config.data.options.get("with_aus", False):
+    _check_au_columns(config, tuple(int(a) for a in model.aus))
   opt = config.optimizer
   tx = state_lib.make_optimizer(opt.learning_rate, opt.b1, opt.b2,
                                 int(opt.warmup_steps), float(opt.grad_clip_norm),
@@ -144,6 +215,10 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
     train_step = steps_lib.make_syncnet_train_step(
         model, in_batch_weight=float(config.loss.get("in_batch_weight", 0.0)))
     eval_step = steps_lib.make_syncnet_eval_step(model)
+  elif config.phase == "au":
+    state = state_lib.create_state(params, batch_stats, tx)
+    train_step = steps_lib.make_au_train_step(model)
+    eval_step = steps_lib.make_au_eval_step(model)
   else:
     frozen = {}
     if config.syncnet_checkpoint == "random":
@@ -171,10 +246,21 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
       d_params, _ = _init_variables(disc, d_rng, *_dummy_inputs(config.disc.arch))
       d_tx = state_lib.make_optimizer(config.disc.learning_rate, config.disc.b1,
                                       config.disc.b2)
+    au_cls = None
+    if arch == "au_tcn":
+      if config.audio_to_au_checkpoint:
+        params, batch_stats = _load_into_group(params, batch_stats, "audio_to_au",
+                                               config.audio_to_au_checkpoint, "audio_to_au")
+      if float(config.loss.au) > 0:
+        loaded = model_ckpt.load_model(config.au_classifier_checkpoint,
+                                       expected_arch="au_classifier")
+        au_cls = models.create("au_classifier", dtype=dtype, **dict(loaded.config))
+        frozen["au_classifier"] = jax.tree_util.tree_map(jnp.asarray, dict(loaded.variables))
     state = state_lib.create_state(
         params, batch_stats, tx, d_params=d_params, d_tx=d_tx,
         sync_weight=float(config.sync_schedule.initial), frozen=frozen)
-    kw = dict(expert_bn=config.expert_bn, lpips_apply=lpips_apply, disc=disc)
+    kw = dict(expert_bn=config.expert_bn, lpips_apply=lpips_apply, disc=disc,
+              au_classifier=au_cls)
     train_step = steps_lib.make_generator_train_step(model, expert, config.loss, **kw)
     eval_step = steps_lib.make_generator_eval_step(
         model, expert, config.loss, float(config.sync_schedule.value), **kw)
@@ -245,7 +331,8 @@ def evaluate(setup: Setup, config, val_loader) -> tuple[dict[str, float], Any]:
   return {k: v / n for k, v in sums.items()}, first
 
 
-_BATCH_KEYS = {"faces", "audio", "label", "target", "reference", "sync_audio"}
+_BATCH_KEYS = {"faces", "audio", "label", "target", "reference", "sync_audio",
+               "context", "aus", "au_valid"}
 
 
 def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
