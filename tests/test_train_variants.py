@@ -303,3 +303,23 @@ def test_memory_grid_png_and_spread(dataset, tmp_path):
   assert memory_grid.spread(diff)["pairwise_l1"] == pytest.approx(2 / 3)
   assert memory_grid.main(["--checkpoint", str(wd), "--data", str(data),
                            "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_au_tcn_one_shot_step_generates_from_the_reference_alone(dataset):
+  """one_shot mode: the whole face comes from the reference's first frame;
+  the target (masked or not) only enters the losses."""
+  from lipsync_jax.train import sharding as sharding_lib
+  data, _, _ = dataset
+  cfg = tiny("au_tcn", data, 1, **{"model.overrides.mode": "one_shot"})
+  mesh = sharding_lib.make_mesh(8)
+  setup = train_lib.build(cfg, mesh)
+  batch = train_lib._model_inputs(next(iter(train_lib.make_train_loader(cfg))))  # pylint: disable=protected-access
+  metrics, pred = setup.eval_step(setup.state, sharding_lib.shard_batch(batch, mesh))
+  other = dict(batch, target=255 - batch["target"])
+  metrics2, pred2 = setup.eval_step(setup.state, sharding_lib.shard_batch(other, mesh))
+  np.testing.assert_array_equal(np.asarray(pred), np.asarray(pred2))
+  assert metrics["l1"] != metrics2["l1"]
+  state, m = setup.train_step(setup.state, sharding_lib.shard_batch(batch, mesh),
+                              jax.random.PRNGKey(0))
+  assert np.isfinite(float(m["loss"])) and {"l1", "sync", "a2au"} <= set(m)
+  assert int(state.step) == 1
