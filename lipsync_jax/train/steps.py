@@ -180,7 +180,7 @@ def combine_generator_losses(parts: Metrics, sync_weight: Array,
   for name, w in weights.items():
     if isinstance(w, float) and w == 0.0:
       continue
-    for key in (name, name + "_value"):
+    for key in (name, name + "_value") if name in PATH_LOSSES else (name,):
       if key in parts:
         total = total + w * parts[key]
   return total
@@ -232,10 +232,9 @@ def _generate(gen, family, variables, batch, faces, gt, frozen, train, rng,
     # Visual-visual sync: the generated window through a frozen copy of the
     # lip encoder (stop-gradient weights, BN batch stats discarded), the
     # ground-truth window of the same frames through the trained one.
-    enc_vars = dict(variables)
     real_w = mask_upper_half(to_model(gt), gen.mask_value)
-    real_emb, _ = _apply(gen, enc_vars, real_w, train=train, rng=rng, method="encode_lip")
-    frozen_vars = dict(enc_vars, params=jax.lax.stop_gradient(enc_vars["params"]))
+    real_emb, _ = _apply(gen, variables, real_w, train=train, rng=rng, method="encode_lip")
+    frozen_vars = dict(variables, params=jax.lax.stop_gradient(variables["params"]))
     for name, img in zip(("vv", "vv_value"), paths):
       fake_w = mask_upper_half(to_model(img), gen.mask_value)
       fake_emb, _ = _apply(gen, frozen_vars, fake_w, train=train, rng=rng,
