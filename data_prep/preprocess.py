@@ -2,7 +2,7 @@
 
   python data_prep/preprocess.py --input RAW_DIR --output DATA_DIR \
       [--workers N] [--img-size 96] [--pads 0 10 0 0] \
-      [--split-by clip|speaker] [--detector NAME]
+      [--split-by clip|speaker|time] [--detector NAME]
 
 Rerunning the same command resumes: finished clips are skipped. Every input
 gets a status (ok, or failed with a reason) in DATA_DIR/report.json and in the
@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--img-size", type=int, default=96)
   p.add_argument("--pads", type=int, nargs=4, default=(0, 10, 0, 0),
                  metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
-  p.add_argument("--split-by", choices=("clip", "speaker"), default="clip")
+  p.add_argument("--split-by", choices=("clip", "speaker", "time"),
+                 default="clip",
+                 help="clip or speaker: unseen clips / speakers in val and "
+                 "test; time: every clip in every split, cut in time (same "
+                 "speakers, unseen moments; for small datasets)")
   p.add_argument("--split-ratios", type=float, nargs=3,
                  default=(0.9, 0.05, 0.05), metavar=("TRAIN", "VAL", "TEST"))
   p.add_argument("--detector", default="default",

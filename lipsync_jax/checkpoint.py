@@ -74,6 +74,20 @@ def _to_host(variables: Mapping[str, Any]) -> dict[str, Any]:
   return {k: plain(v) for k, v in variables.items() if jax.tree_util.tree_leaves(v)}
 
 
+def _local_checkpointer():
+  """An orbax checkpointer for this process alone.
+
+  Model directories hold host (numpy) arrays and are written by one process
+  (process 0 in training) and read by any: a default checkpointer would wait
+  at a barrier for the other processes of a multi-host job, which never come.
+  """
+  import jax
+  import orbax.checkpoint as ocp
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}))
+
+
 def save_model(path: str | os.PathLike, arch: str, config: Mapping[str, Any] | Any,
                variables: Mapping[str, Any], extra_meta: Mapping[str, Any] | None = None) -> None:
   """Writes a model directory at `path` atomically (replacing any old one).
@@ -103,14 +117,13 @@ def save_model(path: str | os.PathLike, arch: str, config: Mapping[str, Any] | A
   except TypeError as e:
     raise CheckpointError(f"cannot store model metadata: {e}") from None
 
-  import orbax.checkpoint as ocp
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
   old = path.with_name(f"{path.name}.old-{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     tmp.mkdir()
-    with ocp.StandardCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
       ckptr.save(tmp / VARIABLES_DIR, _to_host(variables))
       ckptr.wait_until_finished()
     (tmp / META_FILE).write_text(meta_text)
@@ -153,9 +166,8 @@ def _read_model_dir(path: pathlib.Path, expected_arch) -> LoadedModel:
   _check_arch(arch, expected_arch, "checkpoint")
   if not (path / VARIABLES_DIR).is_dir():
     raise CheckpointError(f"checkpoint {path} has no {VARIABLES_DIR}/ folder")
-  import orbax.checkpoint as ocp
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
       variables = ckptr.restore(path / VARIABLES_DIR)
   except Exception as e:  # orbax raises assorted types for corrupt trees
     raise CheckpointError(f"cannot restore {path / VARIABLES_DIR}: {e}") from None

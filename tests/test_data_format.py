@@ -166,3 +166,47 @@ def test_convert_wav2lip_tree(tmp_path):
   b = next(iter(make_loader(tmp_path / "ds", "train", "syncnet", 4, 0,
                             shard_index=0, shard_count=1)))
   assert b["faces"].shape == (4, 5, 32, 32, 3)
+
+
+def test_time_spans_cover_the_clip_in_order_with_gaps():
+  spans = fmt.time_spans(100, (0.7, 0.15, 0.15))
+  assert spans == {"train": (0, 70), "val": (75, 85), "test": (90, 100)}
+  # A zero ratio gives no span; spans never overlap and keep the gap.
+  spans = fmt.time_spans(75, (0.7, 0.3, 0.0))
+  assert spans == {"train": (0, 52), "val": (57, 75)}
+  assert fmt.time_spans(75, (0.7, 0.3, 0.0), gap=0)["val"] == (52, 75)
+
+
+def test_split_by_time_restricts_every_clip_to_its_span(tmp_path):
+  d = testing.write_synthetic_dataset(tmp_path, num_clips=3, num_frames=60,
+                                      img_size=32, seed=1)
+  index = fmt.load_index(d)
+  splits = fmt.assign_splits(index.clips, "time", (0.6, 0.4, 0.0))
+  assert splits["test"] == []
+  assert splits["train"][0] == f"{index.clips[0].clip_id}@0:36"
+  fmt.write_splits(d, splits)
+  index = fmt.load_index(d)
+  full = index.by_id()
+  for name, (a, b) in (("train", (0, 36)), ("val", (41, 60))):
+    clips = index.split(name)
+    assert [c.clip_id for c in clips] == [c.clip_id for c in index.clips]
+    for c in clips:
+      want = np.asarray(full[c.clip_id].found).copy()
+      want[:a] = want[b:] = False
+      np.testing.assert_array_equal(c.found, want)
+  # The index's own clips are untouched, and sampled windows stay in span.
+  for c, fresh in zip(index.clips, fmt.load_index(d).clips):
+    np.testing.assert_array_equal(c.found, fresh.found)
+  from lipsync_jax import data  # pylint: disable=g-import-not-at-top
+  batch = next(iter(data.make_loader(d, "val", "syncnet", 16, 0,
+                                     with_meta=True)))
+  for key in ("face_start", "audio_start"):
+    assert batch[key].min() >= 41 and batch[key].max() + 5 <= 60
+
+
+def test_split_entry_parsing():
+  assert fmt.parse_split_entry("spk/a") == ("spk/a", None)
+  assert fmt.parse_split_entry("spk/a@3:9") == ("spk/a", (3, 9))
+  assert fmt.parse_split_entry("me@home") == ("me@home", None)
+  with pytest.raises(fmt.DatasetFormatError, match="empty span"):
+    fmt.parse_split_entry("spk/a@9:3")

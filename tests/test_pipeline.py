@@ -156,3 +156,40 @@ def test_eval_loader_is_one_deterministic_pass(data_dir):
   assert np.concatenate([x["clip_index"] for x in a]).tolist() == [0, 1, 2, 3]
   for x, y in zip(a, b):
     _assert_same(x, y)
+
+
+def test_syncnet_augment_keeps_windows_and_labels(data_dir):
+  """Augmentation transforms the pixels and mel of the same windows."""
+  kw = dict(shard_index=0, shard_count=1, with_meta=True)
+  plain = next(iter(make_loader(data_dir, "train", "syncnet", 16, 3, **kw)))
+  aug = next(iter(make_loader(data_dir, "train", "syncnet", 16, 3, augment=True,
+                              **kw)))
+  again = next(iter(make_loader(data_dir, "train", "syncnet", 16, 3,
+                                augment=True, **kw)))
+  _assert_same(aug, again)                      # seeded
+  for k in ("label", "clip_index", "face_start", "audio_start"):
+    np.testing.assert_array_equal(aug[k], plain[k], err_msg=k)
+  assert aug["faces"].dtype == np.uint8 and aug["faces"].shape == plain["faces"].shape
+  assert (aug["faces"] != plain["faces"]).mean() > 0.5
+  # Mel: one gain per sample, within +-0.25, clipped to [-4, 4].
+  d = (aug["audio"] - plain["audio"]).reshape(16, -1)
+  inside = np.abs(plain["audio"].reshape(16, -1)) < 3.5
+  for i in range(16):
+    gains = d[i][inside[i]]
+    assert np.ptp(gains) < 1e-5 and abs(gains[0]) <= 0.25 + 1e-6
+  assert aug["audio"].min() >= -4 and aug["audio"].max() <= 4
+  with pytest.raises(ValueError, match="syncnet sample option"):
+    make_loader(data_dir, "train", "generator", 4, 0, augment=True)
+
+
+def test_augment_faces_is_one_transform_for_all_frames():
+  from lipsync_jax.data import augment  # pylint: disable=g-import-not-at-top
+  frame = np.zeros((32, 32, 3), np.uint8)
+  frame[:, :8] = 200                          # a bright left band
+  faces = np.stack([frame] * 5)
+  flipped = 0
+  for seed in range(20):
+    out = augment.augment_faces(faces, np.random.default_rng(seed))
+    assert all(np.array_equal(out[0], out[k]) for k in range(5))
+    flipped += out[0, :, -4:].mean() > out[0, :, :4].mean()
+  assert 4 <= flipped <= 16                   # p = 1/2 of moving the band right

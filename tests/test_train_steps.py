@@ -179,3 +179,52 @@ def test_optimizer_schedules():
   assert np.all(np.diff(cos[4:]) < 0) and cos[10] < 1e-6
   with pytest.raises(ValueError, match="decay_steps"):
     state_lib.make_optimizer(0.1, 0.9, 0.999, warmup_steps=4, schedule="cosine")
+
+
+def test_init_from_starts_from_a_saved_model_and_its_head(tmp_path):
+  """Fine-tuning: `init_from` replaces the random init (and the learned
+  decision head) by a saved expert's; a model of another size is refused."""
+  from lipsync_jax import checkpoint as model_ckpt  # pylint: disable=g-import-not-at-top
+  config = load_config("syncnet")
+  config.loss.learned_logit_scale = True
+  config.seed = 5                       # another init than the saved model's
+  donor = load_config("syncnet")
+  setup = train_lib.build(donor, mesh1())
+  saved = {"params": host(setup.state.params),
+           "batch_stats": host(setup.state.batch_stats)}
+  saved["batch_stats"] = jax.tree_util.tree_map(lambda x: x + 0.5, saved["batch_stats"])
+  model_ckpt.save_model(tmp_path / "expert", "syncnet_color", train_lib.model_kwargs(donor),
+                        saved, extra_meta={"logit_scale": 7.5, "logit_bias": -2.0})
+  fresh = host(train_lib.build(config, mesh1()).state.params)
+  config.init_from = str(tmp_path / "expert")
+  state = train_lib.build(config, mesh1()).state
+  got = host({"params": state.params, "batch_stats": state.batch_stats})
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(fresh), jax.tree_util.tree_leaves(saved["params"])))
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(saved)):
+    np.testing.assert_array_equal(a, b)
+  assert float(state.head["scale"]) == 7.5 and float(state.head["bias"]) == -2.0
+  config.model.width_multiplier = 2 * float(donor.model.width_multiplier)
+  with pytest.raises(train_lib.TrainConfigError, match="does not match"):
+    train_lib.build(config, mesh1())
+  # A resumed run takes its state from the checkpoint: init_from is not read.
+  config.model.width_multiplier = donor.model.width_multiplier
+  config.init_from = str(tmp_path / "gone")
+  with pytest.raises(model_ckpt.CheckpointError, match="no such checkpoint"):
+    train_lib.build(config, mesh1())
+  train_lib.build(config, mesh1(), resuming=True)
+
+
+def test_val_batches_are_never_augmented(tmp_path):
+  from lipsync_jax.data import testing as data_testing  # pylint: disable=g-import-not-at-top
+  config = load_config("syncnet")
+  config.data_dir = str(data_testing.write_synthetic_dataset(tmp_path, num_clips=2,
+                                                              num_frames=30))
+  plain = next(iter(train_lib.make_val_loader(config)))
+  train_plain = next(iter(train_lib.make_train_loader(config)))
+  config.data.options.augment = True
+  val = next(iter(train_lib.make_val_loader(config)))
+  train = next(iter(train_lib.make_train_loader(config)))
+  for k in plain:
+    np.testing.assert_array_equal(val[k], plain[k], err_msg=k)
+  assert not np.array_equal(train["faces"], train_plain["faces"])

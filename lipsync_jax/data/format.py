@@ -5,7 +5,9 @@ Layout of a dataset directory ``DATA_DIR``::
   DATA_DIR/
     index.json                 # DatasetIndex: format, img_size, codec, clips
     shards/*.array_record      # packed clips (random access by record index)
-    splits/{train,val,test}.txt  # one clip id per line
+    splits/{train,val,test}.txt  # one clip id per line, or ``id@start:stop``
+                               # for the frames start..stop-1 of a clip
+                               # (``--split-by time``)
     report.json                # preprocessing report (data_prep only)
 
 Each clip occupies a contiguous run of records in one ArrayRecord file::
@@ -34,6 +36,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import tempfile
 from typing import Any, Iterable, Sequence
 
@@ -284,27 +287,95 @@ def write_index(data_dir: str | os.PathLike[str], clips: Sequence[ClipMeta],
 # Splits.
 
 
-def split_of(key: str, ratios: Sequence[float] = (0.9, 0.05, 0.05)) -> str:
-  """Deterministic split of a clip or speaker key from a SHA-1 hash."""
+def _check_ratios(ratios: Sequence[float]) -> np.ndarray:
+  """The three ratios, normalised to sum 1."""
   if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
     raise ValueError(f"split ratios must be 3 non-negative numbers, got "
                      f"{tuple(ratios)}")
-  r = np.asarray(ratios, np.float64) / float(sum(ratios))
+  return np.asarray(ratios, np.float64) / float(sum(ratios))
+
+
+def split_of(key: str, ratios: Sequence[float] = (0.9, 0.05, 0.05)) -> str:
+  """Deterministic split of a clip or speaker key from a SHA-1 hash."""
+  r = _check_ratios(ratios)
   u = int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / float(1 << 48)
   return SPLITS[int(np.searchsorted(np.cumsum(r)[:-1], u, side="right"))]
+
+
+SPLIT_BY = ("clip", "speaker", "time")
+SPAN_SEP = "@"
+_SPAN_RE = re.compile(r"^(.+)@(\d+):(\d+)$")
+SPAN_GAP = 5  # frames left out between time spans (a mel window spans 5 frames)
+
+
+def time_spans(num_frames: int, ratios: Sequence[float] = (0.9, 0.05, 0.05),
+               gap: int = SPAN_GAP) -> dict[str, tuple[int, int]]:
+  """Contiguous frame spans [start, stop) of one clip for train, val, test.
+
+  The clip is cut in time order (train first) in the given ratios; ``gap``
+  frames before each later span belong to no split, so that no audio window
+  of one span (16 mel columns = 5 frames past its start) covers frames of
+  the next. Empty spans (ratio 0, or shorter than the gap) are left out.
+  """
+  r = _check_ratios(ratios)
+  bounds = np.round(np.concatenate([[0.0], np.cumsum(r)]) * num_frames)
+  bounds = bounds.astype(np.int64)
+  out = {}
+  for i, name in enumerate(SPLITS):
+    start, stop = int(bounds[i]) + (gap if i else 0), int(bounds[i + 1])
+    if name == SPLITS[-1]:
+      stop = num_frames
+    if stop > start and r[i] > 0:
+      out[name] = (start, stop)
+  return out
 
 
 def assign_splits(clips: Sequence[ClipMeta], by: str = "clip",
                   ratios: Sequence[float] = (0.9, 0.05, 0.05)
                   ) -> dict[str, list[str]]:
-  """Assigns clips to train/val/test by hashing the clip or speaker id."""
-  if by not in ("clip", "speaker"):
-    raise ValueError(f"split-by must be 'clip' or 'speaker', got {by!r}")
+  """Assigns clips to train/val/test.
+
+  ``by="clip"`` or ``"speaker"`` hashes the clip or speaker id (unseen clips
+  or unseen speakers in val/test). ``by="time"`` puts every clip in every
+  split, each with its own time span (``time_spans``), as ``id@start:stop``
+  entries: same speakers, unseen moments, for datasets too small to hold
+  out whole speakers.
+  """
+  if by not in SPLIT_BY:
+    raise ValueError(f"split-by must be one of {SPLIT_BY}, got {by!r}")
   out: dict[str, list[str]] = {s: [] for s in SPLITS}
   for c in sorted(clips, key=lambda c: c.clip_id):
-    out[split_of(c.clip_id if by == "clip" else c.speaker_id, ratios)].append(
-        c.clip_id)
+    if by == "time":
+      for name, (a, b) in time_spans(c.num_frames, ratios).items():
+        out[name].append(f"{c.clip_id}{SPAN_SEP}{a}:{b}")
+    else:
+      out[split_of(c.clip_id if by == "clip" else c.speaker_id, ratios)].append(
+          c.clip_id)
   return out
+
+
+def parse_split_entry(entry: str) -> tuple[str, tuple[int, int] | None]:
+  """'clip_id' -> (clip_id, None); 'clip_id@a:b' -> (clip_id, (a, b))."""
+  m = _SPAN_RE.match(entry)
+  if m is None:
+    return entry, None
+  a, b = int(m.group(2)), int(m.group(3))
+  if a >= b:
+    raise DatasetFormatError(f"bad split entry {entry!r}: empty span")
+  return m.group(1), (a, b)
+
+
+def restrict_to_span(clip: ClipMeta, start: int, stop: int) -> ClipMeta:
+  """A copy of ``clip`` whose frames outside [start, stop) count as faceless.
+
+  Every window sampler and scorer only uses windows whose frames all have a
+  face, so this confines a clip to its span without touching the shards
+  (frame and mel indices stay those of the whole clip).
+  """
+  found = np.asarray(clip.found, bool).copy()
+  found[:start] = False
+  found[stop:] = False
+  return dataclasses.replace(clip, found=found)
 
 
 def write_splits(data_dir: str | os.PathLike[str],
@@ -333,19 +404,25 @@ class DatasetIndex:
     return {c.clip_id: c for c in self.clips}
 
   def split(self, name: str) -> list[ClipMeta]:
-    """Clips of a split ('train', 'val', 'test' or 'all'), in file order."""
+    """Clips of a split ('train', 'val', 'test' or 'all'), in file order.
+
+    Entries with a time span (``id@start:stop``) come back restricted to it
+    (``restrict_to_span``), under their clip id.
+    """
     if name == "all":
       return list(self.clips)
     path = self.data_dir / SPLITS_DIR / f"{name}.txt"
     if not path.is_file():
       raise DatasetFormatError(f"no split list {path}")
-    ids = [l.strip() for l in path.read_text().splitlines() if l.strip()]
+    entries = [parse_split_entry(l.strip())
+               for l in path.read_text().splitlines() if l.strip()]
     table = self.by_id()
-    missing = [i for i in ids if i not in table]
+    missing = [i for i, _ in entries if i not in table]
     if missing:
       raise DatasetFormatError(f"split {name} lists {len(missing)} clip(s) not "
                                f"in the index, e.g. {missing[0]!r}")
-    return [table[i] for i in ids]
+    return [table[i] if span is None else restrict_to_span(table[i], *span)
+            for i, span in entries]
 
 
 def load_index(data_dir: str | os.PathLike[str]) -> DatasetIndex:

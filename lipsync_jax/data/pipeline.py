@@ -9,6 +9,7 @@ import grain.python as grain
 import numpy as np
 
 from lipsync_jax.data import KINDS
+from lipsync_jax.data import augment as augment_lib
 from lipsync_jax.data import format as fmt
 from lipsync_jax.data import sources
 DEFAULT_MIN_OFFSET = 5      # syncnet negatives: |g - f| >= 5 frames (0.2 s)
@@ -45,15 +46,17 @@ class SyncNetSample(_SampleBase):
   With probability 1/2 (seeded coin) the face window starts at the audio
   window's frame f (label 1); otherwise at a face-valid g of the same clip
   with |g - f| >= min_offset (label 0). No window spans a frame without a
-  face; the audio window is always [int(80 f / fps), +16).
+  face; the audio window is always [int(80 f / fps), +16). With ``augment``,
+  the faces and the mel get one random transform each (``augment.py``).
   """
 
   def __init__(self, index, clips, min_offset: int = DEFAULT_MIN_OFFSET,
-               with_meta: bool = False):
+               with_meta: bool = False, augment: bool = False):
     super().__init__(index, clips, with_meta)
     if min_offset < 1:
       raise ValueError(f"min_offset must be >= 1, got {min_offset}")
     self.min_offset = min_offset
+    self.augment = augment
     self.audio_starts = [sources.syncnet_audio_starts(w, min_offset)
                          for w in self.windows]
 
@@ -74,6 +77,9 @@ class SyncNetSample(_SampleBase):
         "audio": self.reader.mel(clip, a0, a0 + sources.MEL_WINDOW)[..., None],
         "label": np.float32(positive),
     }
+    if self.augment:
+      out["faces"] = augment_lib.augment_faces(out["faces"], rng)
+      out["audio"] = augment_lib.augment_mel(out["audio"], rng)
     if self.with_meta:
       out.update(clip_index=np.int32(ci), face_start=np.int32(g),
                  audio_start=np.int32(f))
@@ -168,6 +174,7 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
            with_meta: bool = False,
            context_frames: int = 0,
            with_aus: bool = False,
+           augment: bool = False,
            worker_buffer_size: int = 2,
            read_threads: int = 2) -> grain.DataLoader:
   if kind not in KINDS:
@@ -179,16 +186,22 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
   index = fmt.load_index(data_dir)
   if kind == "syncnet" and (context_frames or with_aus):
     raise ValueError("context_frames and with_aus are generator sample options")
+  if kind != "syncnet" and augment:
+    raise ValueError("augment is a syncnet sample option")
   clips = sources.eligible_clips(index.split(split), kind, min_offset,
                                  ref_min_offset, context_frames)
   if not clips:
     raise fmt.DatasetFormatError(f"split {split!r} of {data_dir} has no clip "
                                  f"long enough for a {kind} sample")
+  if shuffle:
+    # An endless stream needs a record per process each epoch: with fewer
+    # clips than processes, each clip gives several windows per epoch.
+    windows_per_clip = max(windows_per_clip, -(-shard_count // len(clips)))
   source = sources.ClipSource(len(clips), windows_per_clip)
   if worker_count > 0:
     _ensure_absl_flags_parsed()
   if kind == "syncnet":
-    transform = SyncNetSample(index, clips, min_offset, with_meta)
+    transform = SyncNetSample(index, clips, min_offset, with_meta, augment)
   else:
     transform = GeneratorSample(index, clips, ref_min_offset, with_meta,
                                 context_frames, with_aus)
@@ -230,6 +243,8 @@ def make_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
       window starts to the batch), context_frames (0: generator batches get
       context (B,5+2c,S,S,3), frames f-c..f+4+c), with_aus (False: generator
       batches get aus (B,5,K) and au_valid (B,5) from the stored AU labels),
+      augment (False: syncnet samples get a random flip, zoom, shift,
+      contrast, brightness and mel gain, ``augment.py``),
       worker_buffer_size (2), read_threads (2:
       reader threads per process/worker).
 

@@ -60,6 +60,15 @@ def frames_per_call(module: nn.Module) -> int:
   return 1
 
 
+def pixel_maps(module: nn.Module):
+  """(to_model, to_unit): [0, 1] images <-> the module's `pixel_range`
+  ([0, 1] unless it says otherwise, e.g. [-1, 1] for the tanh presets)."""
+  lo, hi = getattr(module, "pixel_range", (0.0, 1.0))
+  if (lo, hi) == (0.0, 1.0):
+    return (lambda x: x), (lambda x: x)
+  return (lambda x: lo + (hi - lo) * x), (lambda x: (x - lo) / (hi - lo))
+
+
 def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Array) -> jax.Array:
   """Any generator under Wav2Lip's inference contract (jit-friendly).
 
@@ -84,8 +93,8 @@ def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Arr
   x = faces.astype(jnp.float32)
   if (h, w) != (size, size):
     x = jax.image.resize(x, (n, size, size, 6), "linear")
-  lo, hi = getattr(module, "pixel_range", (0.0, 1.0))
-  x = lo + (hi - lo) * x
+  to_model, to_unit = pixel_maps(module)
+  x = to_model(x)
   if isinstance(module, au_tcn.AUTCN):
     t = frames_per_call(module)
     if n % t:
@@ -97,7 +106,7 @@ def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Arr
     out = module.apply(variables, a, f, train=False).reshape((n, size, size, 3))
   else:
     out = module.apply(variables, mel, x, train=False)
-  out = (out.astype(jnp.float32) - lo) / (hi - lo)
+  out = to_unit(out.astype(jnp.float32))
   if (h, w) != (size, size):
     out = jax.image.resize(out, (n, h, w, 3), "linear")
   return jnp.clip(out, 0.0, 1.0)

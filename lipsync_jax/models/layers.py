@@ -97,13 +97,19 @@ def kernel_grad_taps(x: jax.Array, dy: jax.Array, kernel_size: tuple[int, int],
                                preferred_element_type=jnp.float32)
 
   if (sh, sw) == (1, 1):
-    # One tap at a time in a loop, so that only one (N, Ho, Wo, Cin) patch
-    # copy is alive at once (unrolled, XLA:CPU may keep all kh*kw alive).
-    def body(carry, tap):
-      patch = jax.lax.dynamic_slice(xp, (0, tap // kw, tap % kw, 0), (n, ho, wo, c_in))
-      return carry, tap_grad(patch)
+    # One image at a time in a loop, all taps of it at once: its patch copies
+    # stay small (cache-sized), and the kh*kw GEMMs share its cotangent.
+    def body(acc, image):
+      xi, dyi = image
+      dyi = dyi.reshape(ho * wo, c_out)
+      taps = [jax.lax.dot_general(xi[a:a + ho, b:b + wo].reshape(ho * wo, c_in), dyi,
+                                  (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+              for a in range(kh) for b in range(kw)]
+      return acc + jnp.stack(taps), None
 
-    _, taps = jax.lax.scan(body, None, jnp.arange(kh * kw))
+    acc0 = jnp.zeros((kh * kw, c_in, c_out), jnp.float32)
+    taps, _ = jax.lax.scan(body, acc0, (xp, dy))
     return taps.reshape(kh, kw, c_in, c_out)
   taps = []
   for a in range(kh):

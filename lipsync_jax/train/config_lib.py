@@ -33,9 +33,14 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.worker_count = 0               # grain worker processes (0 = in-process)
   c.progress_bar = True
   c.distributed = False            # call jax.distributed.initialize() first
+  c.coordinator_address = ""       # with distributed: process 0's "host:port", or ""
+  c.num_processes = 0              # to auto-detect all three (SLURM, Open MPI,
+  c.process_id = -1                # TPU pods, ...)
   c.mesh_model_axis = 1            # >1 shards large params over a "model" axis
   c.mesh_shard_min_size = 2**18    # ... those with at least this many elements
   c.mixed_precision = False        # bf16 compute, fp32 master weights
+  c.init_from = ""                 # fresh runs: start from a saved model (workdir,
+                                   # model dir or upstream .pth) of the same arch/size
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = ""
@@ -66,6 +71,7 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.loss.init_logit_scale = 10.0
     c.loss.init_logit_bias = -5.0
     c.loss.in_batch_weight = 0.0        # + w * in-batch InfoNCE (losses.in_batch_sync_loss)
+    c.data.options.augment = False      # flip/zoom/shift/colour/mel gain (data/augment.py)
   elif phase == "au":
     # au_classifier / audio_to_au on the stored AU labels (au_tcn stages).
     c.best_metric = "loss"

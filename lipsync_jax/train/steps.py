@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from lipsync_jax import losses
+from lipsync_jax import models
 from lipsync_jax.train import sharding as sharding_lib
 from lipsync_jax.train.state import TrainState
 
@@ -186,14 +187,6 @@ def combine_generator_losses(parts: Metrics, sync_weight: Array,
   return total
 
 
-def _pixel_maps(gen: nn.Module):
-  """(to_model, to_unit): [0, 1] images <-> the model's pixel range."""
-  lo, hi = getattr(gen, "pixel_range", (0.0, 1.0))
-  if (lo, hi) == (0.0, 1.0):
-    return (lambda x: x), (lambda x: x)
-  return (lambda x: lo + (hi - lo) * x), (lambda x: (x - lo) / (hi - lo))
-
-
 def model_family(gen: nn.Module) -> str:
   """"synctalkface", "au_tcn" or "wav2lip" (one decoding path, no extras)."""
   from lipsync_jax.models import au_tcn, synctalkface  # pylint: disable=g-import-not-at-top
@@ -219,7 +212,7 @@ def _generate(gen, family, variables, batch, faces, gt, frozen, train, rng,
   """Runs the generator. Returns (paths, extra parts, new batch stats):
   paths are the generated (B,T,96,96,3) [0, 1] frames of each decoding path,
   the inference path first."""
-  to_model, to_unit_range = _pixel_maps(gen)
+  to_model, to_unit_range = models.pixel_maps(gen)
   parts: Metrics = {}
   if family == "synctalkface":
     from lipsync_jax.models.synctalkface import lip_windows, mask_upper_half  # pylint: disable=g-import-not-at-top

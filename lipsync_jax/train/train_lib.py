@@ -160,6 +160,24 @@ def _check_au_columns(config, model_aus: tuple[int, ...]) -> None:
                            f"predicts {model_aus}: set config.model.overrides.aus")
 
 
+def _init_from(config, params: Any, batch_stats: Any) -> tuple[Any, Any, dict]:
+  """The variables (and saved meta) of `config.init_from`, checked against
+  the model's: fine-tuning starts from them instead of a random init."""
+  arch = config.model.arch
+  loaded = model_ckpt.load_model(config.init_from, expected_arch=arch)
+  lv = dict(loaded.variables)
+  shapes = lambda t: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), t)
+  if (shapes(params) != shapes(lv.get("params"))
+      or shapes(batch_stats or {}) != shapes(lv.get("batch_stats") or {})):
+    raise TrainConfigError(f"init_from {config.init_from}: its {arch} (config "
+                           f"{dict(loaded.config)}) does not match this model's "
+                           "shapes; set model.width_multiplier to match")
+  params = jax.tree_util.tree_map(jnp.asarray, lv["params"])
+  if lv.get("batch_stats"):
+    batch_stats = jax.tree_util.tree_map(jnp.asarray, lv["batch_stats"])
+  return params, batch_stats, dict(loaded.meta)
+
+
 def _load_into_group(params: Any, batch_stats: Any, group: str, path: str,
                      expected_arch: str) -> tuple[Any, Any]:
   """Replaces `group` of a model's variables by a saved model's variables."""
@@ -186,10 +204,12 @@ class Setup:
   model: Any
 
 
-def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) -> Setup:
+def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
+          resuming: bool = False) -> Setup:
   """Models, optimiser, initial state (on the mesh) and jitted steps.
 
   Used by the loop and by the tests (which call the returned steps directly).
+  `resuming`: a checkpoint will replace the state, so `init_from` is not read.
   """
   rng = jax.random.PRNGKey(int(config.seed))
   init_rng, d_rng = jax.random.split(rng)
@@ -198,6 +218,9 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
   model = models.create(arch, dtype=dtype, **model_kwargs(config))
   params, batch_stats = _init_variables(_model_for_init(model, arch), init_rng,
                                         *_dummy_inputs(arch))
+  init_meta: dict[str, Any] = {}
+  if config.init_from and not resuming:
+    params, batch_stats, init_meta = _init_from(config, params, batch_stats)
   if config.data.options.get("with_aus", False):
     _check_au_columns(config, tuple(int(a) for a in model.aus))
   opt = config.optimizer
@@ -209,8 +232,11 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True) 
   if config.phase == "syncnet":
     head = {}
     if config.loss.learned_logit_scale:
-      head = {"scale": jnp.float32(config.loss.init_logit_scale),
-              "bias": jnp.float32(config.loss.init_logit_bias)}
+      # A fine-tuned expert keeps its learned decision head.
+      head = {"scale": jnp.float32(init_meta.get("logit_scale",
+                                                 config.loss.init_logit_scale)),
+              "bias": jnp.float32(init_meta.get("logit_bias",
+                                                config.loss.init_logit_bias))}
     state = state_lib.create_state(params, batch_stats, tx, head=head)
     train_step = steps_lib.make_syncnet_train_step(
         model, in_batch_weight=float(config.loss.get("in_batch_weight", 0.0)))
@@ -288,13 +314,17 @@ def make_train_loader(config):
 
 
 def make_val_loader(config):
-  """An endless, seeded val stream: a fresh iterator yields the same batches."""
+  """An endless, seeded val stream: a fresh iterator yields the same batches
+  (never augmented)."""
   from lipsync_jax import data
+  options = dict(config.data.options.to_dict(), augment=False)
+  if _loader_kind(config) != "syncnet":
+    options.pop("augment")
   return data.make_loader(
       config.data_dir, "val", _loader_kind(config), int(config.batch_size),
       int(config.seed) + 1, worker_count=0,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      **config.data.options.to_dict())
+      **options)
 
 
 def _host(metrics: dict[str, Any]) -> dict[str, float]:
@@ -391,6 +421,20 @@ def _trainable_for_ckpt(state) -> dict[str, Any]:
   return {k: v for k, v in state.trainable().items() if v is not None}
 
 
+def _initialize_distributed(config) -> None:
+  """jax.distributed.initialize(), with an explicit cluster when the config
+  names a coordinator, else from the cluster environment."""
+  if not config.coordinator_address:
+    jax.distributed.initialize()
+    return
+  n, i = int(config.num_processes), int(config.process_id)
+  if n < 1 or not 0 <= i < n:
+    raise TrainConfigError(f"with coordinator_address, num_processes ({n}) must be >= 1 "
+                           f"and process_id ({i}) in [0, {n})")
+  jax.distributed.initialize(coordinator_address=config.coordinator_address,
+                             num_processes=n, process_id=i)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config`, resuming from `workdir` if it holds a checkpoint.
 
@@ -401,7 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   _validate(config)
   if config.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -412,14 +456,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   except ValueError as e:
     raise TrainConfigError(str(e)) from None
 
-  setup = build(config, mesh)
-  train_loader = make_train_loader(config)
-  val_loader = make_val_loader(config)
-  data_iter = ThreadPrefetchIterator(iter(train_loader))
-
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     keep_last=int(config.keep_last),
                                     best_metric=config.best_metric)
+  try:
+    setup = build(config, mesh, resuming=ckpt.latest_step() is not None)
+    train_loader = make_train_loader(config)
+    val_loader = make_val_loader(config)
+  except BaseException:
+    ckpt.close()
+    raise
+  data_iter = ThreadPrefetchIterator(iter(train_loader))
+
   base_key = jax.random.PRNGKey(int(config.seed))
   best = {"value": math.inf, "step": None}
   start = 0
