@@ -190,16 +190,18 @@ def evaluate_dataset(data_dir: str, split: str, mode: str, generator: Generator,
       start, stop = longest_run(clip.found)
       if stop == start:
         raise metrics.MetricError("no face in any frame")
+      where = (f" in its time span {clip.span[0]}..{clip.span[1] - 1}"
+               if clip.span else "")
       if stop - start < min_frames:
         raise metrics.MetricError(
-            f"too short: longest run of frames with a face is {stop - start} "
+            f"too short: longest run of frames with a face{where} is {stop - start} "
             f"(< --min-frames {min_frames})")
       notes = []
       if abs(clip.fps - SCORING_FPS) > 1e-3:
         notes.append(f"clip is {clip.fps:.2f} fps; SyncNets are trained at {SCORING_FPS:g}")
       if stop - start < clip.num_frames:
         notes.append(f"scored frames {start}..{stop - 1} of {clip.num_frames} "
-                     "(longest run with a face)")
+                     f"(longest run with a face{where})")
       mel = reader.full_mel(clip)
       audio_from = None
       if mode == "paired":

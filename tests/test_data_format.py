@@ -191,6 +191,7 @@ def test_split_by_time_restricts_every_clip_to_its_span(tmp_path):
     clips = index.split(name)
     assert [c.clip_id for c in clips] == [c.clip_id for c in index.clips]
     for c in clips:
+      assert c.span == (a, b) and full[c.clip_id].span is None
       want = np.asarray(full[c.clip_id].found).copy()
       want[:a] = want[b:] = False
       np.testing.assert_array_equal(c.found, want)

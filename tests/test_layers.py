@@ -117,20 +117,27 @@ def test_conv2d_values_and_gradients_match_lax(k, s, p, method="taps"):
     assert _rel_err(g, g_ref) < 1e-5
 
 
-def test_kernel_grad_taps_matches_float64_numpy():
+@pytest.mark.parametrize("n,strides,padding", [
+    (2, (2, 3), ((1, 0), (2, 1))),   # strided: one slice per tap
+    (4, (1, 1), ((1, 1), (0, 2))),   # stride 1: a loop over pairs of images
+    (3, (1, 1), ((1, 1), (1, 1))),   # stride 1, odd batch: one image per step
+])
+def test_kernel_grad_taps_matches_float64_numpy(n, strides, padding):
   # Independent reference: the kernel gradient written out with numpy loops.
   rng = np.random.default_rng(5)
-  x = rng.normal(size=(2, 9, 10, 3))
-  dy = rng.normal(size=(2, 4, 4, 2))  # k3, strides (2, 3), padding ((1, 0), (2, 1))
-  xp = np.pad(x, ((0, 0), (1, 0), (2, 1), (0, 0)))
+  x = rng.normal(size=(n, 9, 10, 3))
+  xp = np.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  ho = (xp.shape[1] - 3) // strides[0] + 1
+  wo = (xp.shape[2] - 3) // strides[1] + 1
+  dy = rng.normal(size=(n, ho, wo, 2))
   want = np.zeros((3, 3, 3, 2))
   for a in range(3):
     for b in range(3):
-      for h in range(4):
-        for w in range(4):
-          want[a, b] += xp[:, a + 2 * h, b + 3 * w, :].T @ dy[:, h, w, :]
+      for h in range(ho):
+        for w in range(wo):
+          want[a, b] += xp[:, a + strides[0] * h, b + strides[1] * w, :].T @ dy[:, h, w, :]
   got = layers.kernel_grad_taps(jnp.asarray(x, jnp.float32), jnp.asarray(dy, jnp.float32),
-                                (3, 3), (2, 3), ((1, 0), (2, 1)))
+                                (3, 3), strides, padding)
   assert _rel_err(got, want) < 1e-5
 
 

@@ -77,6 +77,8 @@ class ClipMeta:
     notes: human-readable notes from preprocessing (e.g. "2 faces seen").
     file: shard path relative to the dataset directory.
     offset: record index of the metadata record in ``file``.
+    span: (start, stop) when a time split confines the clip to frames
+      start..stop-1 (``restrict_to_span``; not stored), else None.
   """
 
   clip_id: str
@@ -91,6 +93,7 @@ class ClipMeta:
   notes: list[str] = dataclasses.field(default_factory=list)
   file: str = ""
   offset: int = 0
+  span: tuple[int, int] | None = None
 
   @property
   def n_mel_blocks(self) -> int:
@@ -375,7 +378,7 @@ def restrict_to_span(clip: ClipMeta, start: int, stop: int) -> ClipMeta:
   found = np.asarray(clip.found, bool).copy()
   found[:start] = False
   found[stop:] = False
-  return dataclasses.replace(clip, found=found)
+  return dataclasses.replace(clip, found=found, span=(start, stop))
 
 
 def write_splits(data_dir: str | os.PathLike[str],

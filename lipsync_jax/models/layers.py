@@ -46,6 +46,7 @@ Padding2D = IntPair | Sequence[tuple[int, int]]
 # faster (small spatial sizes, or few channels such as the 6->16 k7 stem);
 # above it the per-tap matmuls are 1.5-9x faster.
 TAPS_MIN_WORK = 8 * 2**20
+IMAGES_PER_STEP = 2  # kernel_grad_taps, stride 1: images per loop step
 
 
 def _explicit_padding(padding: Padding2D) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -97,19 +98,26 @@ def kernel_grad_taps(x: jax.Array, dy: jax.Array, kernel_size: tuple[int, int],
                                preferred_element_type=jnp.float32)
 
   if (sh, sw) == (1, 1):
-    # One image at a time in a loop, all taps of it at once: its patch copies
-    # stay small (cache-sized), and the kh*kw GEMMs share its cotangent.
-    def body(acc, image):
-      xi, dyi = image
-      dyi = dyi.reshape(ho * wo, c_out)
-      taps = [jax.lax.dot_general(xi[a:a + ho, b:b + wo].reshape(ho * wo, c_in), dyi,
+    # A loop over groups of IMAGES_PER_STEP images, all taps of a group at
+    # once: the patch copies stay small (cache-sized) and the kh*kw GEMMs
+    # share the group's cotangent (bench/README.md: faster than a loop over
+    # taps, and than 1 or >= 4 images per step).
+    per = IMAGES_PER_STEP if n % IMAGES_PER_STEP == 0 else 1
+    rows = per * ho * wo
+
+    def body(acc, group):
+      xg, dyg = group
+      dyg = dyg.reshape(rows, c_out)
+      taps = [jax.lax.dot_general(xg[:, a:a + ho, b:b + wo].reshape(rows, c_in), dyg,
                                   (((0,), (0,)), ((), ())),
                                   preferred_element_type=jnp.float32)
               for a in range(kh) for b in range(kw)]
       return acc + jnp.stack(taps), None
 
     acc0 = jnp.zeros((kh * kw, c_in, c_out), jnp.float32)
-    taps, _ = jax.lax.scan(body, acc0, (xp, dy))
+    groups = (xp.reshape((n // per, per) + xp.shape[1:]),
+              dy.reshape((n // per, per) + dy.shape[1:]))
+    taps, _ = jax.lax.scan(body, acc0, groups)
     return taps.reshape(kh, kw, c_in, c_out)
   taps = []
   for a in range(kh):
