@@ -307,7 +307,7 @@ def split_of(key: str, ratios: Sequence[float] = (0.9, 0.05, 0.05)) -> str:
 
 SPLIT_BY = ("clip", "speaker", "time")
 SPAN_SEP = "@"
-_SPAN_RE = re.compile(r"^(.+)@(\d+):(\d+)$")
+_SPAN_RE = re.compile(rf"^(.+){re.escape(SPAN_SEP)}(\d+):(\d+)$")
 SPAN_GAP = 5  # frames left out between time spans (a mel window spans 5 frames)
 
 

@@ -160,15 +160,19 @@ def _check_au_columns(config, model_aus: tuple[int, ...]) -> None:
                            f"predicts {model_aus}: set config.model.overrides.aus")
 
 
+def _tree_shapes(tree: Any) -> Any:
+  """The tree with every array replaced by its shape (for compatibility checks)."""
+  return jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), tree)
+
+
 def _init_from(config, params: Any, batch_stats: Any) -> tuple[Any, Any, dict]:
   """The variables (and saved meta) of `config.init_from`, checked against
   the model's: fine-tuning starts from them instead of a random init."""
   arch = config.model.arch
   loaded = model_ckpt.load_model(config.init_from, expected_arch=arch)
   lv = dict(loaded.variables)
-  shapes = lambda t: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), t)
-  if (shapes(params) != shapes(lv.get("params"))
-      or shapes(batch_stats or {}) != shapes(lv.get("batch_stats") or {})):
+  if (_tree_shapes(params) != _tree_shapes(lv.get("params"))
+      or _tree_shapes(batch_stats or {}) != _tree_shapes(lv.get("batch_stats") or {})):
     raise TrainConfigError(f"init_from {config.init_from}: its {arch} (config "
                            f"{dict(loaded.config)}) does not match this model's "
                            "shapes; set model.width_multiplier to match")
@@ -183,8 +187,7 @@ def _load_into_group(params: Any, batch_stats: Any, group: str, path: str,
   """Replaces `group` of a model's variables by a saved model's variables."""
   loaded = model_ckpt.load_model(path, expected_arch=expected_arch)
   lv = dict(loaded.variables)
-  shapes = lambda t: jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), t)
-  if shapes(dict(params).get(group)) != shapes(lv.get("params")):
+  if _tree_shapes(dict(params).get(group)) != _tree_shapes(lv.get("params")):
     raise TrainConfigError(f"{path}: its {expected_arch} does not match the model's "
                            f"{group!r} (width, AUs)")
   params = dict(params, **{group: jax.tree_util.tree_map(jnp.asarray, lv["params"])})
@@ -317,9 +320,9 @@ def make_val_loader(config):
   """An endless, seeded val stream: a fresh iterator yields the same batches
   (never augmented)."""
   from lipsync_jax import data
-  options = dict(config.data.options.to_dict(), augment=False)
-  if _loader_kind(config) != "syncnet":
-    options.pop("augment")
+  options = config.data.options.to_dict()
+  if "augment" in options:  # a syncnet option (config_lib)
+    options["augment"] = False
   return data.make_loader(
       config.data_dir, "val", _loader_kind(config), int(config.batch_size),
       int(config.seed) + 1, worker_count=0,
