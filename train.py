@@ -1,7 +1,9 @@
-"""Train the SyncNet expert or a generator.
+"""Train the SyncNet expert, the landmark sync expert or a generator.
 
     python train.py --config configs/syncnet.py --workdir runs/expert \
         --config.data_dir=data/prep
+    python train.py --config configs/lip_sync.py --workdir runs/lip_sync \
+        --config.videos=../shared/data/real/av
     python train.py --config configs/lpips_attnwav2lip.py:tiny --workdir runs/t \
         --config.data_dir=data/prep --config.syncnet_checkpoint=runs/expert
 
@@ -31,8 +33,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from lipsync_jax.train import train_lib  # after flag parsing: imports jax
+  config = _CONFIG.value
+  if config.get("phase") == "lip_sync":  # videos in, no packed dataset
+    from lipsync_jax.train import lip_sync_lib
+    train_fn = lip_sync_lib.train_and_evaluate
+  else:
+    train_fn = train_lib.train_and_evaluate
   try:
-    summary = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train_fn(config, _WORKDIR.value)
   except train_lib.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

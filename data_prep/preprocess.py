@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--split-by", choices=("clip", "speaker", "time"),
                  default="clip",
                  help="clip or speaker: unseen clips / speakers in val and "
-                 "test; time: every clip in every split, cut in time (same "
-                 "speakers, unseen moments; for small datasets)")
+                 "test (when that leaves a split empty, too few clips: val "
+                 "and test are cut in time from the ends of the longest "
+                 "clips instead); time: every clip in every split, cut in "
+                 "time (same speakers, unseen moments; for small datasets)")
   p.add_argument("--split-ratios", type=float, nargs=3,
                  default=(0.9, 0.05, 0.05), metavar=("TRAIN", "VAL", "TEST"))
   p.add_argument("--detector", default="default",

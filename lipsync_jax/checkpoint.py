@@ -207,6 +207,7 @@ def load_model(path: str | os.PathLike, expected_arch: str | Sequence[str] | Non
   path = pathlib.Path(path)
   if not path.exists():
     raise CheckpointError(f"no such checkpoint: {path}")
+  path = path.absolute()  # orbax restores absolute paths only
   if path.is_file():
     if path.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
       return _read_pth(path, expected_arch, unsafe_pickle)

@@ -2,7 +2,7 @@
 
     python -m lipsync_jax.evaluate --checkpoint CKPT --data DATA_DIR --split test \\
         [--mode paired|unpaired] [--syncnet CKPT] --out REPORT_DIR
-    python -m lipsync_jax.evaluate --videos DIR --syncnet CKPT --out REPORT_DIR
+    python -m lipsync_jax.evaluate --videos DIR [--syncnet CKPT] --out REPORT_DIR
 
 Dataset modes read the packed dataset (`lipsync_jax.data`): per clip the
 longest run of frames with a face (at least --min-frames, default 25) and the
@@ -22,9 +22,13 @@ DIR) with their own audio, sync only: faces are found with
 `face_detection` (same padding/smoothing as `infer.py`) and cropped.
 
 The scorer is `--syncnet` (any checkpoint form `checkpoint.load_model`
-accepts, incl. an upstream `lipsync_expert.pth`, or syncnet_python's
-`syncnet_v2.model`); without it, the expert recorded in the generator
-checkpoint's metadata (`syncnet_checkpoint`) is used. Every report names it.
+accepts, incl. an upstream `lipsync_expert.pth`, syncnet_python's
+`syncnet_v2.model`, or a `lip_sync` landmark expert); without it, the expert
+recorded in the generator checkpoint's metadata (`syncnet_checkpoint`), and
+otherwise (always for `--videos`) the landmark sync expert shipped inside the
+package (`metrics.load_builtin_scorer`: FaceMesh lip points + mel, trained on
+real clips; its distances are on its own scale, not SyncNet's). Every report
+names it.
 
 Clips that cannot be scored are listed in the report with the reason. Errors
 in the arguments or inputs print `error: ...` and exit with status 2.
@@ -411,13 +415,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--mode", choices=MODES, default="paired")
   p.add_argument("--videos", help="score the finished videos in this folder instead")
   p.add_argument("--syncnet", help="SyncNet scorer checkpoint (syncnet_color in any form "
-                 "load_model accepts, or syncnet_python's syncnet_v2.model)")
+                 "load_model accepts, syncnet_python's syncnet_v2.model, or a lip_sync "
+                 "model); default: the expert recorded in the generator checkpoint, else "
+                 "'builtin', the landmark sync expert shipped with lipsync-jax")
   p.add_argument("--out", required=True, help="report directory")
   p.add_argument("--reference", choices=("same", "shifted"), default="same",
                  help="generator reference frame in paired mode (default: same, as infer.py)")
-  p.add_argument("--sync-padding", choices=metrics.PADDINGS, default="zeros",
+  p.add_argument("--sync-padding", choices=metrics.PADDINGS, default=None,
                  help="windows shifted off the clip meet zero vectors (zeros, as "
-                 "syncnet_python) or are left out of the average (exclude)")
+                 "syncnet_python) or are left out of the average (exclude); default: "
+                 "exclude for the landmark expert, whose unit embeddings sit at distance "
+                 "1 from a zero vector, else zeros")
   p.add_argument("--min-frames", type=int, default=25,
                  help="clips with fewer consecutive face frames are not scored")
   p.add_argument("--max-clips", type=int, default=None)
@@ -444,9 +452,9 @@ def run(args: argparse.Namespace) -> dict:
   if args.videos:
     if args.checkpoint or args.data:
       raise EvaluationError("--videos scores finished videos: do not pass --checkpoint/--data")
-    if not args.syncnet:
-      raise EvaluationError("--videos needs --syncnet CKPT (the SyncNet that scores)")
-    scorer = metrics.load_scorer(args.syncnet, args.batch_size)
+    # Without --syncnet, the landmark sync expert shipped in the package.
+    scorer = metrics.load_scorer(args.syncnet or metrics.BUILTIN_SCORER, args.batch_size)
+    args.sync_padding = args.sync_padding or metrics.default_padding(scorer)
     from lipsync_jax import face_detection  # pylint: disable=import-outside-toplevel
     detector = face_detection.create_detector(args.detector)
     results, unscorable, rows = evaluate_videos(args.videos, scorer, detector,
@@ -461,11 +469,11 @@ def run(args: argparse.Namespace) -> dict:
     from lipsync_jax import data as data_lib  # pylint: disable=import-outside-toplevel
     data_lib.load_index(args.data).split(args.split)  # fail fast on a bad dataset/split
     gen = checkpoint.load_model(args.checkpoint, expected_arch=ALL_GENERATORS)
-    syncnet = args.syncnet or _find_recorded_expert(gen.meta)
-    if not syncnet:
-      raise EvaluationError("no --syncnet given and the generator checkpoint records no "
-                            "expert: pass --syncnet CKPT")
+    # --syncnet, else the expert the generator was trained against, else the
+    # built-in landmark expert.
+    syncnet = args.syncnet or _find_recorded_expert(gen.meta) or metrics.BUILTIN_SCORER
     scorer = metrics.load_scorer(syncnet, args.batch_size)
+    args.sync_padding = args.sync_padding or metrics.default_padding(scorer)
     lpips_fn = None
     if args.mode == "paired" and not args.no_lpips:
       lpips_fn = metrics.LPIPSMetric(args.lpips_net, args.batch_size)

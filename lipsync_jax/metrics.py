@@ -28,8 +28,10 @@ which the audio LAGS the video (positive: the sound comes after the mouth
 moves). syncnet_python prints `vshift - j*`, the opposite sign.
 
 The SyncNet is pluggable (`SyncScorer`): `ExpertScorer` wraps our
-`syncnet_color` expert (default), `OriginalSyncNetScorer` the original
-architecture (`models/syncnet_original.py`). Every result carries the
+`syncnet_color` expert, `OriginalSyncNetScorer` the original architecture
+(`models/syncnet_original.py`), and `LipSyncScorer` the landmark sync expert
+(`models/lip_sync.py`, FaceMesh lip points + mel), whose trained weights ship
+inside the package and score real videos when no SyncNet is given. Every result carries the
 scorer's name; numbers from different scorers are not comparable.
 
 PSNR and SSIM come from dm-pix, jit-compiled and batched over frames; LPIPS
@@ -252,13 +254,119 @@ class OriginalSyncNetScorer:
     return _batched(fn, np.asarray(windows, np.float32), self.batch_size)
 
 
+class LipSyncScorer:
+  """The landmark sync expert (`lip_sync`): FaceMesh lips of face crops + mel.
+
+  Face crops (192x192, FaceMesh's own input size) go through FaceMesh
+  (`lip_landmarks.crop_lips`); frames where it sees no face keep their points
+  but a clip with lips on fewer than `min_lip_frames` frames is not scored.
+  With `normalise` (recorded in the model's meta by its trainer) the lips and
+  the mel are normalised per clip first (`train.lip_sync_lib.clip_inputs`).
+  Embeddings are unit vectors: distances lie in [0, 2], on a scale of its
+  own, not comparable with SyncNet's LSE-D/LSE-C.
+  """
+  face_size = 192
+
+  def __init__(self, module: Any, variables: Any, name: str = "lip_sync",
+               normalise: bool = False, batch_size: int = 256,
+               min_lip_frames: int = 10):
+    self.module = module
+    self.variables = jax.device_put({"params": variables["params"]})
+    self.name = name
+    self.normalise = bool(normalise)
+    self.batch_size = batch_size
+    self.min_lip_frames = min_lip_frames
+    self._mesh = None
+
+  def lips(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, S, S, 3) BGR crops -> lips (T, 40, 2) crop units, valid (T,)."""
+    from lipsync_jax import face_mesh  # pylint: disable=import-outside-toplevel
+    from lipsync_jax import lip_landmarks  # pylint: disable=import-outside-toplevel
+    if self._mesh is None:
+      try:
+        self._mesh = face_mesh.FaceMesh()
+      except face_mesh.FaceMeshError as e:
+        raise MetricError(str(e)) from None
+    lips, presence = lip_landmarks.crop_lips(self._mesh, faces)
+    return lips, presence >= lip_landmarks.MIN_PRESENCE
+
+  def video_windows(self, faces: np.ndarray) -> np.ndarray:
+    from lipsync_jax.train import lip_sync_lib  # pylint: disable=import-outside-toplevel
+    faces = np.asarray(faces)
+    if faces.ndim != 4 or faces.shape[-1] != 3:
+      raise MetricError(f"need (T, H, W, 3) face crops, got {faces.shape}")
+    w = self.module.window
+    if faces.shape[0] < w:
+      raise MetricError(f"clip too short: {faces.shape[0]} frames, need {w}")
+    lips, valid = self.lips(faces)
+    if valid.sum() < max(self.min_lip_frames, WINDOW_FRAMES):
+      raise MetricError(f"FaceMesh finds lips on {int(valid.sum())} of {len(valid)} frames "
+                        f"(< {max(self.min_lip_frames, WINDOW_FRAMES)})")
+    if self.normalise:
+      from lipsync_jax import lip_landmarks  # pylint: disable=import-outside-toplevel
+      lips = lip_landmarks.normalise_clip(lips, valid)
+    return lip_sync_lib.video_windows(lips.astype(np.float32), w)
+
+  def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
+    from lipsync_jax.train import lip_sync_lib  # pylint: disable=import-outside-toplevel
+    mel = audio.get_mel()
+    if self.normalise:
+      mel = mel - mel.mean(axis=1, keepdims=True)
+    starts = np.asarray(starts, np.int64)
+    win = lip_sync_lib.mel_windows(mel, int(starts.max()) + 1, fps, self.module.window)
+    return win[starts][..., None].astype(np.float32)
+
+  def embed_video(self, windows: np.ndarray) -> np.ndarray:
+    fn = functools.partial(_method_apply(self.module, "embed_video"), self.variables)
+    return _batched(fn, np.asarray(windows, np.float32), self.batch_size)
+
+  def embed_audio(self, windows: np.ndarray) -> np.ndarray:
+    fn = functools.partial(_method_apply(self.module, "embed_audio"), self.variables)
+    return _batched(fn, np.asarray(windows, np.float32), self.batch_size)
+
+
+def lip_sync_scorer(loaded: Any, name: str, batch_size: int = 256) -> LipSyncScorer:
+  """A `LipSyncScorer` from a loaded `lip_sync` model (checkpoint.LoadedModel)."""
+  inputs = dict(loaded.meta.get("inputs") or {})
+  return LipSyncScorer(loaded.module, loaded.variables, name,
+                       normalise=bool(inputs.get("normalise", False)),
+                       batch_size=batch_size)
+
+
+def default_padding(scorer: SyncScorer) -> str:
+  """"exclude" for the landmark expert (see the module docstring), else
+  syncnet_python's "zeros"."""
+  return "exclude" if isinstance(scorer, LipSyncScorer) else "zeros"
+
+
+BUILTIN_SCORER = "builtin"
+
+
+def builtin_scorer_path() -> str:
+  """Directory of the landmark sync expert shipped inside the package."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  return str(pathlib.Path(__file__).resolve().parent / "assets" / "lip_sync_expert")
+
+
+def load_builtin_scorer(batch_size: int = 256) -> LipSyncScorer:
+  """The shipped landmark sync expert (README, "The landmark sync expert")."""
+  from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  path = builtin_scorer_path()
+  if not os.path.isdir(path):
+    raise MetricError(f"the built-in sync scorer is missing from the package ({path}); "
+                      "reinstall lipsync-jax or pass --syncnet CKPT")
+  loaded = checkpoint.load_model(path, expected_arch="lip_sync")
+  return lip_sync_scorer(loaded, "lip_sync:builtin", batch_size)
+
+
 def load_scorer(path: str, batch_size: int = 64) -> SyncScorer:
   """A scorer from any SyncNet checkpoint.
 
   `path` may be anything `checkpoint.load_model` accepts holding a
   `syncnet_color` model (exported directory, training workdir, upstream
   `lipsync_expert.pth`), or a syncnet_python `syncnet_v2.model` state dict,
-  or an exported directory of `syncnet_original`.
+  or an exported directory of `syncnet_original` or of the landmark expert
+  `lip_sync`; "builtin" is the landmark expert shipped with the package.
   """
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
   from lipsync_jax.models import syncnet_original  # pylint: disable=import-outside-toplevel
@@ -274,7 +382,20 @@ def load_scorer(path: str, batch_size: int = 64) -> SyncScorer:
       module = syncnet_original.SyncNetOriginal(embed_dim=syncnet_original.embed_dim_of(sd))
       return OriginalSyncNetScorer(module, syncnet_original.convert_state_dict(sd),
                                    f"syncnet_original:{label}", max(1, batch_size // 4))
-  loaded = checkpoint.load_model(path, expected_arch=("syncnet_color", "syncnet_original"))
+  if path == BUILTIN_SCORER:
+    return load_builtin_scorer(max(batch_size, 64))
+  loaded = checkpoint.load_model(path, expected_arch=("syncnet_color", "syncnet_original",
+                                                      "lip_sync", "lip_sync_pixels"))
+  if loaded.arch == "lip_sync_pixels":
+    # A generator's training expert: scored through FaceMesh, not its
+    # regressor (FaceMesh is what the expert was trained on).
+    from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+    cfg = dict(loaded.config.get("sync") or {})
+    loaded = dataclasses.replace(
+        loaded, arch="lip_sync", config=cfg, module=models.create("lip_sync", **cfg),
+        variables={"params": loaded.variables["params"]["lip_sync"]})
+  if loaded.arch == "lip_sync":
+    return lip_sync_scorer(loaded, f"lip_sync:{label}", max(batch_size, 64))
   if loaded.arch == "syncnet_original":
     return OriginalSyncNetScorer(loaded.module, loaded.variables,
                                  f"syncnet_original:{label}", max(1, batch_size // 4))

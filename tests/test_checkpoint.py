@@ -67,6 +67,13 @@ def test_save_load_round_trip(tmp_path, tiny_sync):
   assert _no_leftovers(path.parent) == []
 
 
+def test_relative_paths_load(tmp_path, tiny_sync, monkeypatch):
+  """`--syncnet runs/expert`: a path relative to the working directory."""
+  checkpoint.save_model(tmp_path / "models" / "sync", "syncnet_color", TINY, tiny_sync)
+  monkeypatch.chdir(tmp_path)
+  _assert_trees_equal(checkpoint.load_model("models/sync").variables, tiny_sync)
+
+
 def test_load_training_workdir(tmp_path, tiny_sync):
   best = jax.tree_util.tree_map(lambda a: -a, tiny_sync)
   checkpoint.save_model(tmp_path / "model", "syncnet_color", TINY, tiny_sync)

@@ -211,3 +211,93 @@ def test_split_entry_parsing():
   assert fmt.parse_split_entry("me@home") == ("me@home", None)
   with pytest.raises(fmt.DatasetFormatError, match="empty span"):
     fmt.parse_split_entry("spk/a@9:3")
+
+
+# Seven clips whose ids hash to train and test only (none to val): the
+# few-clips report (4 GRID and 3 HDTF clips prepared with the defaults).
+FEW_CLIP_IDS = ("bbaf2n", "brbk7n", "lbax4n", "lbbc2a", "RD_Radio2_000",
+                "WDA_BobMenendez_000", "WDA_EdMarkey0_000")
+
+
+def _metas(frames_by_id):
+  return [fmt.ClipMeta(clip_id=cid, speaker_id=cid, source="", fps=25,
+                       num_frames=t, found=np.ones(t, bool),
+                       boxes=np.zeros((t, 4)), detector="", mel_cols=t * 16 // 5)
+          for cid, t in frames_by_id.items()]
+
+
+def _spans(entries):
+  return [fmt.parse_split_entry(e) for e in entries]
+
+
+def test_few_clips_get_val_and_test_carved_in_time():
+  frames = dict(zip(FEW_CLIP_IDS, [75] * 4 + [200] * 3))
+  clips = _metas(frames)
+  assert fmt.assign_splits(clips)["val"] == []  # what hashing alone gives
+  splits, used, note = fmt.assign_splits_or_carve(clips)
+  assert used == "carved" and "left val empty" in note
+  assert "\n" not in note
+  # 5% of the 900 frames (45) each, from the end of the longest clip (the
+  # 200-frame ones, ties by id; at most half of it), a 5-frame gap before
+  # each span.
+  assert splits["val"] == ["RD_Radio2_000@105:150"]
+  assert splits["test"] == ["RD_Radio2_000@155:200"]
+  assert sorted(splits["train"]) == sorted(
+      ["RD_Radio2_000@0:100"] + [c for c in FEW_CLIP_IDS if c[:3] != "RD_"])
+  assert {s: fmt.split_frames(clips, splits[s]) for s in fmt.SPLITS} == {
+      "train": 800, "val": 45, "test": 45}
+  # Only short clips: at least 25 frames a span, at most half a clip each.
+  clips = _metas(dict(zip(FEW_CLIP_IDS, [75] * 7)))
+  splits, used, _ = fmt.assign_splits_or_carve(clips)
+  assert used == "carved"
+  assert _spans(splits["val"]) == [("RD_Radio2_000", (49, 75))]
+  assert _spans(splits["test"]) == [("WDA_BobMenendez_000", (49, 75))]
+  assert "RD_Radio2_000@0:44" in splits["train"]
+  # A few minutes of one speaker: both from the one clip, test last.
+  splits, used, _ = fmt.assign_splits_or_carve(_metas({"me/talk": 4500}))
+  assert used == "carved" and splits == {
+      "train": ["me/talk@0:4040"], "val": ["me/talk@4045:4270"],
+      "test": ["me/talk@4275:4500"]}
+  # A zero ratio stays empty and is no reason to carve.
+  splits, used, note = fmt.assign_splits_or_carve(
+      _metas({"me/talk": 4500}), ratios=(0.9, 0.1, 0.0))
+  assert used == "carved" and splits["test"] == [] and "test" not in note
+  # Enough clips: hashing as asked, no note.
+  many = _metas({f"s{i}/c{i}": 75 for i in range(300)})
+  assert fmt.assign_splits_or_carve(many) == (fmt.assign_splits(many), "clip",
+                                              "")
+  # Clips too short to carve from: the hashed splits stay, with a note.
+  short = _metas(dict(zip(FEW_CLIP_IDS, [40] * 7)))
+  splits, used, note = fmt.assign_splits_or_carve(short)
+  assert used == "clip" and splits == fmt.assign_splits(short)
+  assert "val came out empty" in note
+
+
+def test_empty_or_too_short_split_errors_name_the_cause(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from lipsync_jax import data  # pylint: disable=g-import-not-at-top
+  d = testing.write_synthetic_dataset(tmp_path / "ds", num_clips=2,
+                                      num_frames=30, img_size=32, seed=0)
+  ids = [c.clip_id for c in fmt.load_index(d).clips]
+  fmt.write_splits(d, {"train": ids, "val": [], "test": []})
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  res = subprocess.run(
+      [sys.executable, str(repo / "train.py"), "--config",
+       str(repo / "configs" / "syncnet.py") + ":tiny", "--workdir",
+       str(tmp_path / "run"), f"--config.data_dir={d}"],
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+      text=True, timeout=300)
+  assert res.returncode == 2, res.stderr[-2000:]
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: split 'val' of {d} is empty"), last
+  assert "Traceback" not in res.stderr and "--split-by time" in last
+  # A split whose only entry is a 7-frame span: too short, not empty.
+  fmt.write_splits(d, {"train": ids, "val": [f"{ids[0]}@2:9"]})
+  with pytest.raises(fmt.DatasetFormatError,
+                     match=r"split 'val' .*: all 1 of its clips \(or time "
+                     r"spans\) are too short for a syncnet sample, which "
+                     r"needs 10\+ consecutive frames"):
+    data.make_loader(d, "val", "syncnet", 8, 0)

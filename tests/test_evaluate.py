@@ -148,10 +148,10 @@ def test_errors_are_one_line(setup, capsys):
                   "--syncnet", str(root / "syncnet"), "--out", str(out)], capsys)
   assert rc == 2
   assert err.startswith("error: ") and err.count("\n") == 1 and "syncnet_color" in err
-  # No scorer anywhere.
-  rc, err = _run(["--checkpoint", str(root / "gen"), "--data", str(data), "--out", str(out)],
-                 capsys)
-  assert rc == 2 and "--syncnet" in err
+  # An unknown scorer.
+  rc, err = _run(["--checkpoint", str(root / "gen"), "--data", str(data), "--out", str(out),
+                  "--syncnet", str(root / "no_such_expert")], capsys)
+  assert rc == 2 and "no_such_expert" in err
   # Unknown split.
   rc, err = _run(["--checkpoint", str(root / "gen"), "--data", str(data), "--split", "nope",
                   "--syncnet", str(root / "syncnet"), "--out", str(out)], capsys)

@@ -149,8 +149,12 @@ def test_report_accounts_for_every_input(raw_dir, tmp_path):
       k for k, v in EXPECTED.items() if v[0] == "ok")
   assert len({c.file for c in index.clips}) == 3
   assert not list((tmp_path / "ds" / "work" / "parts").glob("*"))
-  split_ids = sum((len(index.split(s)) for s in fmt.SPLITS), 0)
-  assert split_ids == 6
+  # The 6 clips hash to train and test only: val is cut in time from the
+  # end of the longest clip (the only one with room for a 25-frame span).
+  assert report["split"]["used"] == "carved"
+  assert [(c.clip_id, c.span) for c in index.split("val")] == [
+      ("real/brbk7n", (50, 75))]
+  assert sum(len(index.split(s)) for s in fmt.SPLITS) == 7
   b = next(iter(make_loader(tmp_path / "ds", "all", "generator", 4, 0,
                             shard_index=0, shard_count=1)))
   assert b["target"].shape == (4, 5, 48, 48, 3)
@@ -209,6 +213,43 @@ def test_kill_and_resume(shared_dir, tmp_path):
                               workers=1, progress=False)
   assert report["num_ok"] == len(names)
   assert sorted(c.clip_id for c in fmt.load_index(out).clips) == names
+
+
+def test_few_clips_with_the_defaults_give_a_usable_val_split(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.data import testing  # pylint: disable=g-import-not-at-top
+  # Seven 3 s clips under ids that hash to train and test only (the
+  # few-clips report: 4 GRID and 3 HDTF clips), packed with the defaults.
+  ids = ["bbaf2n", "brbk7n", "lbax4n", "lbbc2a", "RD_Radio2_000",
+         "WDA_BobMenendez_000", "WDA_EdMarkey0_000"]
+  d = testing.write_synthetic_dataset(tmp_path / "ds", num_clips=7,
+                                      num_frames=75, img_size=32, seed=2)
+  index = fmt.load_index(d)
+  clips = [dataclasses.replace(c, clip_id=i) for c, i in zip(index.clips, ids)]
+  assert fmt.assign_splits(clips)["val"] == []  # hashing alone
+  fmt.write_index(d, clips, img_size=32, codec=index.codec, fps=index.fps)
+  report = preprocess_lib.pack(d, preprocess_lib.PrepConfig())
+  index = fmt.load_index(d)
+  val = index.split("val")
+  assert [(c.clip_id, c.span) for c in val] == [("RD_Radio2_000", (49, 75))]
+  assert [(c.clip_id, c.span) for c in index.split("test")] == [
+      ("WDA_BobMenendez_000", (49, 75))]
+  assert len(index.split("train")) == 7
+  # The rule is printed (one line) and recorded in index.json and report.json.
+  table = preprocess_lib.format_report(report).splitlines()
+  assert table[-2] == ("splits (carved in time): train 463 frames from 7 "
+                       "clip(s), val 26 frames from 1 clip(s), test 26 frames "
+                       "from 1 clip(s)")
+  assert table[-1].startswith("note: hashing 7 clip(s) by clip left val "
+                              "empty, so val and test were cut in time")
+  on_disk = json.loads((d / fmt.INDEX_NAME).read_text())["split"]
+  assert on_disk["by"] == "clip" and on_disk["used"] == "carved"
+  assert on_disk["frames"] == {"train": 463, "val": 26, "test": 26}
+  assert json.loads((d / "report.json").read_text())["split"] == on_disk
+  # Training can sample val: syncnet windows inside the span.
+  b = next(iter(make_loader(d, "val", "syncnet", 8, 0, with_meta=True,
+                            shard_index=0, shard_count=1)))
+  assert b["face_start"].min() >= 49 and b["audio_start"].min() >= 49
 
 
 def test_cli_errors(tmp_path):

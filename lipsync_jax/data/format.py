@@ -4,6 +4,7 @@ Layout of a dataset directory ``DATA_DIR``::
 
   DATA_DIR/
     index.json                 # DatasetIndex: format, img_size, codec, clips
+                               # (+ "split": how data_prep made the splits)
     shards/*.array_record      # packed clips (random access by record index)
     splits/{train,val,test}.txt  # one clip id per line, or ``id@start:stop``
                                # for the frames start..stop-1 of a clip
@@ -355,6 +356,107 @@ def assign_splits(clips: Sequence[ClipMeta], by: str = "clip",
       out[split_of(c.clip_id if by == "clip" else c.speaker_id, ratios)].append(
           c.clip_id)
   return out
+
+
+MIN_CARVED_SPAN = 25  # frames (1 s): the shortest val/test span carve_splits cuts
+
+
+def carve_splits(clips: Sequence[ClipMeta],
+                 ratios: Sequence[float] = (0.9, 0.05, 0.05),
+                 gap: int = SPAN_GAP, min_span: int = MIN_CARVED_SPAN
+                 ) -> dict[str, list[str]]:
+  """A time split for too few clips to hash: val and test cut from clip ends.
+
+  val and test (those with a non-zero ratio) each get ratio x all frames, at
+  least ``min_span``, cut from the last frames of the longest clips (longest
+  first, ties by id); a clip gives at most half its frames, gaps included.
+  Cut clips are laid out by ``time_spans`` (train, then val, then test, a
+  ``gap`` before each later span) as ``id@start:stop`` entries; every other
+  clip is train as a whole. A split for which no clip has room stays empty.
+  """
+  r = _check_ratios(ratios)
+  total = sum(int(c.num_frames) for c in clips)
+  need = {name: max(int(round(r[i] * total)), min_span) if r[i] > 0 else 0
+          for i, name in enumerate(SPLITS) if i}
+  out: dict[str, list[str]] = {s: [] for s in SPLITS}
+  for c in sorted(clips, key=lambda c: (-int(c.num_frames), c.clip_id)):
+    room = int(c.num_frames) // 2
+    take = {}
+    for name in SPLITS[1:]:
+      n = min(max(need[name], min_span), room - gap)
+      if need[name] > 0 and n >= min_span:
+        take[name] = n
+        need[name] -= n
+        room -= n + gap
+    if not take:
+      out["train"].append(c.clip_id)
+      continue
+    t = int(c.num_frames)
+    held = {name: take.get(name, 0) + (gap if name in take else 0)
+            for name in SPLITS[1:]}
+    clip_ratios = (t - sum(held.values()), held["val"], held["test"])
+    for name, (a, b) in time_spans(t, clip_ratios, gap).items():
+      out[name].append(f"{c.clip_id}{SPAN_SEP}{a}:{b}")
+  for name in SPLITS:
+    out[name].sort()
+  return out
+
+
+def split_frames(clips: Sequence[ClipMeta], entries: Sequence[str]) -> int:
+  """Frames covered by split entries (a whole clip, or its time span)."""
+  table = {c.clip_id: c for c in clips}
+  n = 0
+  for entry in entries:
+    clip_id, span = parse_split_entry(entry)
+    n += table[clip_id].num_frames if span is None else span[1] - span[0]
+  return int(n)
+
+
+def _empty_splits(splits: dict[str, list[str]],
+                  ratios: Sequence[float]) -> list[str]:
+  """Splits with a non-zero ratio and no entry."""
+  r = _check_ratios(ratios)
+  return [name for i, name in enumerate(SPLITS)
+          if r[i] > 0 and not splits.get(name)]
+
+
+def assign_splits_or_carve(clips: Sequence[ClipMeta], by: str = "clip",
+                           ratios: Sequence[float] = (0.9, 0.05, 0.05)
+                           ) -> tuple[dict[str, list[str]], str, str]:
+  """``assign_splits``, falling back to ``carve_splits`` for too few clips.
+
+  The rule: when hashing (by clip or speaker) leaves train, val or test
+  empty although its ratio is not 0, the splits are carved in time instead
+  (``carve_splits``), unless the clips are too short for that to do better
+  (better: val filled, the split training evaluates on; else fewer empty
+  splits).
+
+  Returns:
+    (splits, used, note): the split lists; how they were made (``by``, or
+    "carved"); a one-line note for the user when a split with a non-zero
+    ratio came out empty or the fallback was used, else "".
+  """
+  splits = assign_splits(clips, by, ratios)
+  empty = _empty_splits(splits, ratios)
+  if not clips or not empty:
+    return splits, by, ""
+  if by != "time":
+    carved = carve_splits(clips, ratios)
+    still = _empty_splits(carved, ratios)
+    if ("val" in still, len(still)) < ("val" in empty, len(empty)):
+      cut = [s for s in SPLITS[1:] if carved[s]]
+      note = (f"hashing {len(clips)} clip(s) by {by} left "
+              f"{' and '.join(empty)} empty, so {' and '.join(cut)} "
+              f"{'were' if len(cut) > 1 else 'was'} cut in time from the "
+              "ends of the longest clips instead (the same speakers at "
+              "unseen moments)")
+      if still:
+        note += (f"; {' and '.join(still)} stays empty: no clip has room for "
+                 f"another {MIN_CARVED_SPAN}-frame span")
+      return carved, "carved", note
+  return splits, by, (f"split by {by}: {' and '.join(empty)} came out empty "
+                      f"({len(clips)} clip(s), too few or too short); "
+                      "training needs a val split")
 
 
 def parse_split_entry(entry: str) -> tuple[str, tuple[int, int] | None]:

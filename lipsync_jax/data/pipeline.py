@@ -188,11 +188,24 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
     raise ValueError("context_frames and with_aus are generator sample options")
   if kind != "syncnet" and augment:
     raise ValueError("augment is a syncnet sample option")
-  clips = sources.eligible_clips(index.split(split), kind, min_offset,
-                                 ref_min_offset, context_frames)
+  listed = index.split(split)
+  if not listed:
+    raise fmt.DatasetFormatError(
+        f"split {split!r} of {data_dir} is empty ({fmt.SPLITS_DIR}/{split}.txt "
+        "lists no clip): add clips, or rerun data_prep/preprocess.py with "
+        "the same --output (it rewrites the splits, cutting val and test in "
+        "time out of the clips when there are too few to hash), or with "
+        "--split-by time")
+  clips = sources.eligible_clips(listed, kind, min_offset, ref_min_offset,
+                                 context_frames)
   if not clips:
-    raise fmt.DatasetFormatError(f"split {split!r} of {data_dir} has no clip "
-                                 f"long enough for a {kind} sample")
+    need = (sources.WINDOW + min_offset if kind == "syncnet" else
+            sources.WINDOW + ref_min_offset + 2 * context_frames)
+    raise fmt.DatasetFormatError(
+        f"split {split!r} of {data_dir}: all {len(listed)} of its clips (or "
+        f"time spans) are too short for a {kind} sample, which needs "
+        f"{need}+ consecutive frames with a face; add longer clips or give "
+        "this split a larger share (data_prep/preprocess.py --split-ratios)")
   if shuffle:
     # An endless stream needs a record per process each epoch: with fewer
     # clips than processes, each clip gives several windows per epoch.

@@ -20,6 +20,10 @@ Per clip (``process_clip``, in a worker process with its own detector):
 ``pack`` then moves finished parts into ``DATA_DIR/shards/`` (atomic shard
 files, then ``index.json``, then deletes the parts), writes the split lists
 and ``report.json`` (one entry per input file: ok/failed, reason, notes).
+When hashing leaves a split empty (too few clips), val and test are carved
+in time from the ends of the longest clips instead
+(``format.assign_splits_or_carve``); ``index.json`` and ``report.json``
+record how under "split".
 """
 
 from __future__ import annotations
@@ -305,11 +309,19 @@ def pack(out_dir: pathlib.Path, cfg: PrepConfig,
   if index_path.is_file():
     old = fmt.load_index(out_dir)
     img_size, codec = old.img_size, old.codec
-  fmt.write_index(out_dir, clips, img_size=img_size, codec=codec, fps=FPS)
+  splits, used, note = fmt.assign_splits_or_carve(clips, cfg.split_by,
+                                                  cfg.split_ratios)
+  split_info = {
+      "by": cfg.split_by, "used": used,
+      "ratios": [float(r) for r in cfg.split_ratios], "note": note,
+      "frames": {s: fmt.split_frames(clips, splits[s]) for s in fmt.SPLITS},
+      "entries": {s: len(splits[s]) for s in fmt.SPLITS},
+  }
+  fmt.write_index(out_dir, clips, img_size=img_size, codec=codec, fps=FPS,
+                  extra={"split": split_info})
   for p in packed_parts:
     p.unlink()
-  fmt.write_splits(out_dir, fmt.assign_splits(clips, cfg.split_by,
-                                              cfg.split_ratios))
+  fmt.write_splits(out_dir, splits)
   # Report: every input of this run (and earlier ones) with its status.
   entries = []
   for cid in sorted(statuses):
@@ -325,6 +337,7 @@ def pack(out_dir: pathlib.Path, cfg: PrepConfig,
       "num_ok": sum(e["status"] == "ok" for e in entries),
       "num_failed": sum(e["status"] != "ok" for e in entries),
       "num_clips_in_dataset": len(clips),
+      "split": split_info,
       "config": dataclasses.asdict(cfg),
       "clips": entries,
   }
@@ -348,6 +361,15 @@ def format_report(report: dict[str, Any], max_rows: int = 200) -> str:
     lines.append(f"... {len(report['clips']) - max_rows} more in report.json")
   lines.append(f"{report['num_ok']} ok, {report['num_failed']} failed, "
                f"{report['num_clips_in_dataset']} clips in the dataset")
+  split = report.get("split")
+  if split:
+    how = ("carved in time" if split["used"] == "carved"
+           else f"by {split['used']}")
+    lines.append(f"splits ({how}): " + ", ".join(
+        f"{s} {split['frames'][s]} frames from {split['entries'][s]} clip(s)"
+        for s in fmt.SPLITS))
+    if split["note"]:
+      lines.append(f"note: {split['note']}")
   return "\n".join(lines)
 
 

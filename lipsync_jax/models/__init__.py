@@ -9,6 +9,8 @@ Architectures (see `ARCHS`):
   syncnet_color      lip-sync expert, audio (B,80,16,1) + faces (B,48,96,15) -> 2 x (B,512)
   wav2lip_disc_qual  visual-quality discriminator, faces (B,T,96,96,3) -> (B*T,1)
   syncnet_original   the original SyncNet scorer (MFCC + 224x224 mouth crops), for metrics
+  lip_sync           landmark sync expert, audio (B,80,16,1) + lips (B,5,40,2) -> 2 x (B,128)
+  lip_sync_pixels    the same behind a lip regressor: audio + faces (B,48,96,15) -> 2 x (B,128)
   synctalkface       SyncTalkFace (Audio-Lip Memory), Wav2Lip's inputs at 96x96, sigmoid;
                      with lip windows (B,T,5,96,96,3) it also returns the training outputs
   synctalkface_paper the same at 128x128 with tanh, pixels in [-1, 1] (the authors' code)
@@ -34,6 +36,10 @@ ARCHS: dict[str, tuple[str, str]] = {
     "wav2lip_disc_qual": ("lipsync_jax.models.discriminator", "Wav2LipDiscQual"),
     # The original SyncNet (Chung & Zisserman), a scorer for LSE-D/LSE-C only.
     "syncnet_original": ("lipsync_jax.models.syncnet_original", "SyncNetOriginal"),
+    # The landmark sync expert: FaceMesh lip points + mel (data-efficient).
+    "lip_sync": ("lipsync_jax.models.lip_sync", "LipSyncNet"),
+    # ... behind a pixel-to-lips regressor: the expert a generator trains against.
+    "lip_sync_pixels": ("lipsync_jax.models.lip_sync", "LipSyncPixels"),
     # Variants (variants.md): SyncTalkFace and the AU-driven TCN generator.
     "synctalkface": ("lipsync_jax.models.synctalkface", "SyncTalkFace"),
     "synctalkface_paper": ("lipsync_jax.models.synctalkface", "SyncTalkFacePaper"),

@@ -257,9 +257,14 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
                                           *_dummy_inputs("syncnet_color"))
       frozen["expert"] = {"params": e_params, "batch_stats": e_stats}
     else:
+      # The pixel SyncNet, or the landmark expert behind its lip regressor
+      # (configs/lip_sync.py): both take (mel, stacked lower halves).
       loaded = model_ckpt.load_model(config.syncnet_checkpoint,
-                                     expected_arch="syncnet_color")
-      expert = models.create("syncnet_color", dtype=dtype, **dict(loaded.config))
+                                     expected_arch=("syncnet_color", "lip_sync_pixels"))
+      if loaded.arch == "syncnet_color":
+        expert = models.create("syncnet_color", dtype=dtype, **dict(loaded.config))
+      else:
+        expert = models.create(loaded.arch, **dict(loaded.config))
       frozen["expert"] = jax.tree_util.tree_map(jnp.asarray, dict(loaded.variables))
     lpips_apply = None
     if float(config.loss.lpips) > 0:
@@ -463,9 +468,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     keep_last=int(config.keep_last),
                                     best_metric=config.best_metric)
   try:
-    setup = build(config, mesh, resuming=ckpt.latest_step() is not None)
+    # The loaders first: an empty or too short split fails before the models
+    # are built.
     train_loader = make_train_loader(config)
     val_loader = make_val_loader(config)
+    setup = build(config, mesh, resuming=ckpt.latest_step() is not None)
   except BaseException:
     ckpt.close()
     raise

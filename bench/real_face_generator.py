@@ -1,0 +1,204 @@
+"""LPIPS-AttnWav2Lip on real faces with the landmark expert's sync loss.
+
+    python bench/real_face_generator.py --expert runs/lip_sync [--workdir runs/real_face]
+
+`--expert` is a `configs/lip_sync.py` workdir (its `expert_pixels/` is the
+expert the generator trains against; its model meta names the held-out
+speakers). The script runs what a user would, and prints one table:
+
+1. `data_prep/preprocess.py` on the real clips, then the splits by speaker:
+   train = the expert's training speakers, val = its held-out speakers (so
+   the generator never sees the faces it is judged on either);
+2. `train.py --config configs/lpips_attnwav2lip.py:real` twice: with the
+   landmark expert's sync loss, and the same recipe with the sync loss off;
+3. lip-syncs every held-out face to unrelated real speech (the LibriVox WAVs,
+   in turn) with the initial weights, the sync-off and the sync-on
+   generator, and scores the videos with the built-in scorer: the share of
+   videos whose best offset is within +-1 of 0, LSE-style distance and
+   confidence (on the landmark expert's own scale);
+4. L1 / LPIPS on paired val (the trainer's eval at step 0 and at the end);
+5. `mouth_grid.png`: mouth crops of two held-out faces, one row per model.
+
+Each stage is skipped when its output exists (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SPEECH = ("sense_and_sensibility_01_austen_64kb-0870.wav",
+          "sense_and_sensibility_01_austen_64kb-0880.wav",
+          "sense_and_sensibility_01_austen_64kb-0890.wav")
+
+
+def _run(cmd: list[str]) -> None:
+  print("$ " + " ".join(cmd), flush=True)
+  r = subprocess.run(cmd, cwd=REPO)
+  if r.returncode:
+    raise SystemExit(f"error: command failed ({r.returncode}): {' '.join(cmd)}")
+
+
+def prepare(videos: pathlib.Path, data: pathlib.Path, val_speakers: set[str],
+            speakers: dict[str, str]) -> dict[str, list[str]]:
+  from lipsync_jax.data import format as fmt
+  if not (data / "index.json").is_file():
+    _run([sys.executable, "data_prep/preprocess.py", "--input", str(videos),
+          "--output", str(data), "--no-progress"])
+  index = fmt.load_index(data)
+  splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+  for clip in index.split("all"):
+    cid = clip.clip_id
+    spk = next((s for c, s in speakers.items() if c.rsplit(".", 1)[0] == cid), cid)
+    splits["val" if spk in val_speakers else "train"].append(cid)
+  splits["test"] = list(splits["val"])
+  fmt.write_splits(data, splits)
+  return splits
+
+
+def train(data: pathlib.Path, expert: pathlib.Path, out: pathlib.Path, sync: bool,
+          steps: int | None) -> dict:
+  if not (out / "summary.json").is_file() or \
+      json.loads((out / "summary.json").read_text()).get("status") != "completed":
+    cmd = [sys.executable, "train.py", "--config", "configs/lpips_attnwav2lip.py:real",
+           "--workdir", str(out), f"--config.data_dir={data}",
+           f"--config.syncnet_checkpoint={expert / 'expert_pixels'}"]
+    if steps:
+      cmd.append(f"--config.num_steps={steps}")
+    if not sync:
+      cmd += ["--config.sync_schedule.initial=0", "--config.sync_schedule.value=0"]
+    _run(cmd)
+  return json.loads((out / "summary.json").read_text())
+
+
+def initial_model(workdir: pathlib.Path) -> pathlib.Path:
+  """The generator's initial weights, as the trainer draws them (seed 0)."""
+  import importlib.util
+  import jax
+  import jax.numpy as jnp
+  from lipsync_jax import checkpoint, models
+  from lipsync_jax.train import train_lib
+  path = workdir / "generator_init"
+  if path.exists():
+    return path
+  spec = importlib.util.spec_from_file_location("cfg", REPO / "configs" / "lpips_attnwav2lip.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config("real")
+  kwargs = train_lib.model_kwargs(config)
+  module = models.create(config.model.arch, **kwargs)
+  init_rng, _ = jax.random.split(jax.random.PRNGKey(int(config.seed)))
+  variables = jax.jit(lambda r: module.init(
+      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 96, 96, 6)), train=False))(init_rng)
+  checkpoint.save_model(str(path), config.model.arch, kwargs,
+                        jax.device_get(dict(variables)), extra_meta={"step": 0})
+  return path
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--expert", required=True, help="configs/lip_sync.py workdir")
+  p.add_argument("--workdir", default="runs/real_face")
+  p.add_argument("--shared", default=str(REPO.parent / "shared"))
+  p.add_argument("--steps", type=int, default=None, help="override num_steps")
+  a = p.parse_args(argv)
+  from lipsync_jax import checkpoint, evaluate, face_detection, inference, metrics
+  from lipsync_jax import audio as audio_lib
+  from lipsync_jax.train import lip_sync_lib
+
+  t0 = time.time()
+  work = pathlib.Path(a.workdir).absolute()
+  work.mkdir(parents=True, exist_ok=True)
+  expert = pathlib.Path(a.expert).absolute()
+  meta = checkpoint.load_model(expert / "expert_pixels").meta
+  val_speakers = set(meta["training"]["val_speakers"])
+  speakers = lip_sync_lib.parse_speakers(meta["training"].get("speakers", []))
+  videos = pathlib.Path(a.shared) / "data" / "real" / "av"
+  splits = prepare(videos, work / "data", val_speakers, speakers)
+  print(f"splits: {len(splits['train'])} train clips, {len(splits['val'])} held-out faces")
+
+  runs = {"sync on": train(work / "data", expert, work / "gen_sync", True, a.steps),
+          "sync off": train(work / "data", expert, work / "gen_nosync", False, a.steps)}
+  models = {"initial": initial_model(work), "sync off": work / "gen_nosync" / "model",
+            "sync on": work / "gen_sync" / "model"}
+
+  # Lip-sync every held-out face to unrelated speech.
+  speech = [pathlib.Path(a.shared) / "data" / "real" / "audio" / "librivox_pocketsphinx" / s
+            for s in SPEECH]
+  faces = sorted(f for f in videos.rglob("*") if f.suffix in (".mp4", ".mpg") and
+                 f.relative_to(videos).with_suffix("").as_posix() in splits["val"])
+  out_videos = {}
+  for name, ckpt in models.items():
+    d = work / "videos" / name.replace(" ", "_")
+    d.mkdir(parents=True, exist_ok=True)
+    syncer = inference.LipSyncer.from_checkpoint(ckpt, cache_dir=str(work / "cache"))
+    for i, face in enumerate(faces):
+      target = d / f"{face.stem}__{speech[i % len(speech)].stem[-4:]}.mp4"
+      if not target.is_file():
+        syncer.run(face, speech[i % len(speech)], target)
+    out_videos[name] = d
+
+  # Score them with the built-in scorer (FaceMesh lips + mel).
+  scorer = metrics.load_builtin_scorer()
+  detector = face_detection.create_detector("default")
+  table, crops_for_grid = {}, {}
+  for name, d in out_videos.items():
+    rows = []
+    for k, path in enumerate(sorted(d.glob("*.mp4"))):
+      crops, first, fps, _ = evaluate.video_face_crops(str(path), scorer.face_size, detector)
+      r = metrics.sync_scores(scorer, crops, metrics.ClipAudio(wav=audio_lib.load_audio(path)),
+                              fps, first_frame=first, padding="exclude")
+      rows.append({"video": path.name, "offset": r.offset, "lse_d": r.lse_d, "lse_c": r.lse_c})
+      if k < 2:
+        crops_for_grid.setdefault(name, []).append(crops)
+    table[name] = rows
+
+  print(f"\nReal faces of unseen speakers lip-synced to LibriVox speech "
+        f"({len(faces)} videos per model), scored by lip_sync:builtin:")
+  print("| model | best offset within +-1 of 0 | LSE-D (lip_sync) | LSE-C (lip_sync) "
+        "| val L1 | val LPIPS |")
+  print("|---|---|---|---|---|---|")
+  init_eval = runs["sync on"].get("initial_eval", {})
+  for name, rows in table.items():
+    ok = np.mean([abs(r["offset"]) <= 1 for r in rows])
+    ev = init_eval if name == "initial" else runs[name].get("final_eval", {})
+    l1 = ev.get("l1", float("nan"))
+    lp = ev.get("lpips", float("nan"))
+    print(f"| {name} | {100 * ok:.0f}% | {np.mean([r['lse_d'] for r in rows]):.3f} | "
+          f"{np.mean([r['lse_c'] for r in rows]):.3f} | {l1:.4f} | {lp:.4f} |")
+  for name, rows in table.items():
+    print(f"  {name}: offsets " + " ".join(f"{r['offset']:+d}" for r in rows))
+  (work / "results.json").write_text(json.dumps({"table": table, "runs": {
+      k: {kk: v.get(kk) for kk in ("initial_eval", "final_eval", "step", "status")}
+      for k, v in runs.items()}}, indent=1, default=float))
+
+  # Mouth grid: lower halves at 4 moments, two faces, one row per model.
+  import cv2
+  tiles = []
+  for name, clips in crops_for_grid.items():
+    row = []
+    for crops in clips:
+      for f in (0.2, 0.4, 0.6, 0.8):
+        c = crops[int(f * (len(crops) - 1))]
+        row.append(cv2.resize(c[c.shape[0] // 2:], (192, 96)))
+    strip = np.concatenate(row, 1)
+    label = np.full((96, 150, 3), 255, np.uint8)
+    cv2.putText(label, name, (5, 55), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    tiles.append(np.concatenate([label, strip], 1))
+  cv2.imwrite(str(work / "mouth_grid.png"), np.concatenate(tiles, 0))
+  print(f"\nwrote {work / 'results.json'} and {work / 'mouth_grid.png'}; "
+        f"{time.time() - t0:.0f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
