@@ -67,9 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 20
     # The landmark expert's sync loss is -log p of its calibrated in-sync
-    # probability (models/lip_sync.py, LipSyncPixels): about 3 on real
-    # faces, several times upstream's BCE(cos), hence a weight of 0.05.
-    c.sync_schedule.initial = 0.05
-    c.sync_schedule.value = 0.05
+    # probability (models/lip_sync.py, LipSyncPixels): about 3 on real faces.
+    c.sync_schedule.initial = 0.1
+    c.sync_schedule.value = 0.1
     c.best_metric = "loss"
   return c

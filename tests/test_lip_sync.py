@@ -152,6 +152,26 @@ def test_pixel_expert_cosine_is_the_in_sync_probability():
   assert float(jnp.abs(g).sum()) > 0
 
 
+def test_pixel_expert_checkpoint_scores_through_facemesh(tmp_path):
+  """A generator records its training expert (lip_sync_pixels); evaluate then
+  scores with that expert's sync towers on FaceMesh lips, not its regressor."""
+  from lipsync_jax import checkpoint
+  cfg = {"sync": {"embed_dim": 8, "width": 16},
+         "regressor": {"width": 16, "channels": (8, 8, 8, 8)}, "head_scale": 5.0}
+  net = models.create("lip_sync_pixels", **cfg)
+  v = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1, 80, 16, 1)),
+                                      jnp.zeros((1, 48, 96, 15))))
+  rng = np.random.default_rng(0)
+  v = jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32), v)
+  checkpoint.save_model(tmp_path / "pix", "lip_sync_pixels", cfg, v)
+  scorer = metrics.load_scorer(str(tmp_path / "pix"))
+  assert isinstance(scorer, metrics.LipSyncScorer) and scorer.name == "lip_sync:pix"
+  assert scorer.module.embed_dim == 8
+  lips = rng.uniform(0.4, 0.6, (3, 5, 40, 2)).astype(np.float32)
+  want = net.apply(v, jnp.asarray(lips), method=lambda m, x: m.lip_sync.embed_video(x))
+  np.testing.assert_allclose(scorer.embed_video(lips), want, rtol=1e-5, atol=1e-6)
+
+
 def test_gaussian_blur_keeps_mass_and_flat_images():
   img = np.zeros((1, 9, 11, 3), np.float32)
   img[0, 4, 5] = 1.0
