@@ -348,6 +348,13 @@ def builtin_scorer_path() -> str:
   return str(pathlib.Path(__file__).resolve().parent / "assets" / "lip_sync_expert")
 
 
+def builtin_pixel_expert_path() -> str:
+  """The same expert behind its lip regressor (`lip_sync_pixels`): what a
+  generator trains against with `--config.syncnet_checkpoint=builtin`."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  return str(pathlib.Path(__file__).resolve().parent / "assets" / "lip_sync_expert_pixels")
+
+
 def load_builtin_scorer(batch_size: int = 256) -> LipSyncScorer:
   """The shipped landmark sync expert (README, "The landmark sync expert")."""
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel

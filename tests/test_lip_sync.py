@@ -295,6 +295,12 @@ def test_builtin_scorer_is_shipped_and_named():
   from lipsync_jax import checkpoint
   meta = checkpoint.load_model(metrics.builtin_scorer_path()).meta
   assert meta["training"]["val_speakers"], "the shipped weights name their held-out speakers"
+  # The generator-facing version holds the very same sync towers.
+  pix = checkpoint.load_model(metrics.builtin_pixel_expert_path(), expected_arch="lip_sync_pixels")
+  for a, b in zip(jax.tree_util.tree_leaves(pix.variables["params"]["lip_sync"]),
+                  jax.tree_util.tree_leaves(scorer.variables["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert pix.module.head_scale == pytest.approx(meta["logit_scale"])
 
 
 def test_builtin_scorer_names_a_clip_without_lips():

@@ -78,7 +78,8 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.data.options.with_aus = True
   else:
     c.best_metric = "loss"
-    c.syncnet_checkpoint = ""       # path, or "random" (tests/smoke only)
+    c.syncnet_checkpoint = ""       # path, "builtin" (the shipped landmark expert),
+                                    # or "random" (tests/smoke only)
     c.audio_to_au_checkpoint = ""   # au_tcn: trained audio-to-AU (configs/audio_to_au.py)
     c.au_classifier_checkpoint = ""  # au_tcn: frozen AU classifier for loss.au
     c.expert_bn = "running"

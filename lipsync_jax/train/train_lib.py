@@ -259,8 +259,11 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
     else:
       # The pixel SyncNet, or the landmark expert behind its lip regressor
       # (configs/lip_sync.py): both take (mel, stacked lower halves).
-      loaded = model_ckpt.load_model(config.syncnet_checkpoint,
-                                     expected_arch=("syncnet_color", "lip_sync_pixels"))
+      path = config.syncnet_checkpoint
+      if path == "builtin":  # the landmark expert shipped with the package
+        from lipsync_jax import metrics  # pylint: disable=g-import-not-at-top
+        path = metrics.builtin_pixel_expert_path()
+      loaded = model_ckpt.load_model(path, expected_arch=("syncnet_color", "lip_sync_pixels"))
       if loaded.arch == "syncnet_color":
         expert = models.create("syncnet_color", dtype=dtype, **dict(loaded.config))
       else:
