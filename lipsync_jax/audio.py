@@ -216,12 +216,12 @@ def mel_window_start(i: int, fps: float) -> int:
   return int(MEL_STEPS_PER_SECOND * i / fps)
 
 
-def _pad_to_window(mel: np.ndarray) -> np.ndarray:
+def _pad_to_window(mel: np.ndarray, columns: int = MEL_WINDOW) -> np.ndarray:
   mel = np.asarray(mel, dtype=np.float32)
   if mel.ndim != 2 or mel.shape[0] != NUM_MELS or mel.shape[1] == 0:
     raise AudioError(f"expected a mel of shape (80, N>0), got {mel.shape}")
-  if mel.shape[1] < MEL_WINDOW:
-    mel = np.pad(mel, ((0, 0), (0, MEL_WINDOW - mel.shape[1])), mode="edge")
+  if mel.shape[1] < columns:
+    mel = np.pad(mel, ((0, 0), (0, columns - mel.shape[1])), mode="edge")
   return mel
 
 
@@ -235,7 +235,8 @@ def mel_window(mel: np.ndarray, frame: int, fps: float) -> np.ndarray:
   return mel[:, start:start + MEL_WINDOW]
 
 
-def mel_windows(mel: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+def mel_windows(mel: np.ndarray, n_frames: int, fps: float,
+                columns: int = MEL_WINDOW) -> np.ndarray:
   """Per-frame mel windows for frames `0..n_frames-1`.
 
   Frame i gets the 16 columns starting at `int(80 * i / fps)`. A window that
@@ -247,19 +248,21 @@ def mel_windows(mel: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     mel: `(80, N)` mel spectrogram, N >= 1.
     n_frames: number of video frames, >= 0.
     fps: video frame rate.
+    columns: window width (16, 0.2 s, for the 5-frame SyncNet window; the
+      landmark expert can use longer ones), the same rules.
 
   Returns:
-    `(n_frames, 80, 16)` float32.
+    `(n_frames, 80, columns)` float32.
   """
   if n_frames < 0:
     raise ValueError(f"n_frames must be >= 0, got {n_frames}")
   if fps <= 0:
     raise ValueError(f"fps must be positive, got {fps}")
-  mel = _pad_to_window(mel)
+  mel = _pad_to_window(mel, columns)
   starts = (MEL_STEPS_PER_SECOND * np.arange(n_frames, dtype=np.float64)
             / fps).astype(np.int64)
-  starts = np.minimum(starts, mel.shape[1] - MEL_WINDOW)
-  idx = starts[:, None] + np.arange(MEL_WINDOW)[None, :]  # (n_frames, 16)
+  starts = np.minimum(starts, mel.shape[1] - columns)
+  idx = starts[:, None] + np.arange(columns)[None, :]  # (n_frames, columns)
   return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))
 
 

@@ -38,7 +38,8 @@ import numpy as np
 PathLike = Union[str, os.PathLike]
 
 # The 40 lip points (outer then inner contour) of MediaPipe's 468-point mesh,
-# the same points the mouth landmark distance (metrics.MOUTH_LANDMARKS) uses.
+# also the points of the mouth landmark distance (metrics.MOUTH_LANDMARKS).
+# The shipped expert was trained on this order: do not reorder.
 LIP_POINTS = (
     61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267,
     269, 270, 409, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81,

@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
+from lipsync_jax import lip_landmarks
+
 VSHIFT = 15
 WINDOW_FRAMES = 5
 CONF_MEDFILT = 9
@@ -311,7 +313,7 @@ class LipSyncScorer:
     from lipsync_jax.train import lip_sync_lib  # pylint: disable=import-outside-toplevel
     mel = audio.get_mel()
     if self.normalise:
-      mel = mel - mel.mean(axis=1, keepdims=True)
+      mel = lip_sync_lib.normalise_mel(mel)
     starts = np.asarray(starts, np.int64)
     win = lip_sync_lib.mel_windows(mel, int(starts.max()) + 1, fps, self.module.window)
     return win[starts][..., None].astype(np.float32)
@@ -571,11 +573,8 @@ def reconstruction_metrics(generated: np.ndarray, target: np.ndarray,
 # -----------------------------------------------------------------------------
 
 # The 40 lip points (outer and inner contours) of MediaPipe's 468-point
-# FaceMesh topology.
-MOUTH_LANDMARKS = (
-    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267,
-    269, 270, 409, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81,
-    82, 13, 312, 311, 310, 415)
+# FaceMesh topology, the landmark expert's points (`lip_landmarks`).
+MOUTH_LANDMARKS = lip_landmarks.LIP_POINTS
 
 
 class MouthLandmarks:

@@ -48,6 +48,7 @@ import optax
 from lipsync_jax import audio as audio_lib
 from lipsync_jax import lip_landmarks
 from lipsync_jax import losses
+from lipsync_jax import metrics
 from lipsync_jax import models
 
 WINDOW = 5   # frames of the pixel experts' windows (and the default here)
@@ -59,21 +60,10 @@ def mel_columns(window: int) -> int:
 
 
 def mel_windows(mel: np.ndarray, n_frames: int, fps: float, window: int = WINDOW) -> np.ndarray:
-  """(n_frames, 80, cols) mel windows; frame i's starts at int(80 i / fps).
+  """(n_frames, 80, mel_columns(window)) mel windows (`audio.mel_windows`)."""
+  return audio_lib.mel_windows(mel, n_frames, fps, mel_columns(window))
 
-  `audio.mel_windows` for windows of `window` frames (cols = mel_columns);
-  windows running past the end are clamped to the last `cols` columns.
-  """
-  cols = mel_columns(window)
-  if window == WINDOW:
-    return audio_lib.mel_windows(mel, n_frames, fps)
-  if mel.shape[1] < cols:
-    mel = np.concatenate([mel, np.repeat(mel[:, -1:], cols - mel.shape[1], 1)], 1)
-  starts = (audio_lib.MEL_STEPS_PER_SECOND * np.arange(n_frames, dtype=np.float64)
-            / fps).astype(np.int64)
-  starts = np.minimum(starts, mel.shape[1] - cols)
-  idx = starts[:, None] + np.arange(cols)[None]
-  return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2)).astype(np.float32)
+
 SHIFTS = (3, -3, 5, -5, 8, -8)
 
 
@@ -112,8 +102,12 @@ def clip_inputs(lips: np.ndarray, valid: np.ndarray | None, mel: np.ndarray,
   """
   if not normalise:
     return np.asarray(lips, np.float32), mel
-  return (lip_landmarks.normalise_clip(lips, valid),
-          (mel - mel.mean(axis=1, keepdims=True)).astype(np.float32))
+  return lip_landmarks.normalise_clip(lips, valid), normalise_mel(mel)
+
+
+def normalise_mel(mel: np.ndarray) -> np.ndarray:
+  """(80, N) mel minus each band's clip mean (cepstral mean normalisation)."""
+  return (mel - mel.mean(axis=1, keepdims=True)).astype(np.float32)
 
 
 def clip_windows(clip: lip_landmarks.ClipLips, mel: np.ndarray | None = None,
@@ -318,14 +312,8 @@ def _embed_fns(model: Any) -> tuple[Callable, Callable]:
 
 
 def _batched(fn, variables, x: np.ndarray, batch: int = 256) -> np.ndarray:
-  out = []
-  for s in range(0, len(x), batch):
-    chunk = x[s:s + batch]
-    m = len(chunk)
-    if m < batch:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - m, 0)])
-    out.append(np.asarray(fn(variables, chunk))[:m])
-  return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+  """`fn(variables, x)` in fixed-size batches (`metrics.batched_apply`)."""
+  return metrics.batched_apply(functools.partial(fn, variables), [x], batch)
 
 
 def embed_clip(model: Any, variables: Any, lips: np.ndarray, mel: np.ndarray,
