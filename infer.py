@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--detector", default="default", help="face detector name")
   p.add_argument("--cache-dir", default=None,
                  help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
-  p.add_argument("--no-cache", action="store_true", help="do not read or write the box cache")
+  p.add_argument("--no-cache", action="store_true",
+                 help="do not read or write the caches: face boxes and compiled programs "
+                      "(under $LIPSYNC_CACHE_DIR, default ~/.cache/lipsync_jax)")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
   return p
 
@@ -81,7 +83,8 @@ def _summary(report) -> str:
   cached = " (boxes cached)" if report.detection_cached else ""
   return (f"{report.outfile}: {report.frames} frames at {report.fps:g} fps, "
           f"{report.frames_without_face} without face{cached}, "
-          f"{report.frames / max(t['total'], 1e-9):.1f} fps end to end [{stages}]")
+          f"{report.frames / max(t['total'], 1e-9):.1f} fps end to end, first frame after "
+          f"{t['first_frame']:.1f}s [{stages}]")
 
 
 def _quick_check(args) -> str | None:
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     else:
       # Input checks first, so bad input fails before the model is loaded.
       job = inference.prepare(args.face, args.audio, args.outfile, options)
+    if not args.no_cache:
+      from lipsync_jax import cache  # the second run with this model skips compilation
+      cache.enable_compilation_cache()
     syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
     if not batch:
       report = syncer.run_prepared(job)

@@ -8,6 +8,7 @@
         --config.data_dir=data/prep --config.syncnet_checkpoint=runs/expert
 
 Rerunning the same command resumes from the workdir's latest checkpoint.
+Compiled programs are cached on disk (`lipsync_jax.cache`; `--nocache`: off).
 SIGTERM saves a checkpoint and exits 0. Errors print `error: ...` and exit 2
 (bad config or inputs) or 1 (a NaN/Inf loss).
 """
@@ -25,6 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "training config file, e.g. configs/syncnet.py or "
     "configs/syncnet.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
+_CACHE = flags.DEFINE_bool(
+    "cache", True, "JAX's persistent compilation cache under $LIPSYNC_CACHE_DIR (default "
+    "~/.cache/lipsync_jax/xla): a rerun or resume skips XLA compilation; --nocache: off")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +37,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from lipsync_jax.train import train_lib  # after flag parsing: imports jax
+  if _CACHE.value:
+    from lipsync_jax import cache
+    cache.enable_compilation_cache()
   config = _CONFIG.value
   if config.get("phase") == "lip_sync":  # videos in, no packed dataset
     from lipsync_jax.train import lip_sync_lib

@@ -6,7 +6,7 @@
 For every clip in ``shared/data/real/av/`` (resampled to 25 fps): the face is
 found with ``face_detection``'s default detector (BlazeFace), the box track is
 smoothed, FaceMesh runs on every ``--step``-th frame and the AU proxies of
-``lipsync_jax.au_proxies`` are computed per clip (per-clip baselines). The
+``lipsync_jax.vision.au_proxies`` are computed per clip (per-clip baselines). The
 audio track is loaded at 16 kHz and its RMS energy taken per video frame
 (frame i owns samples [i * 16000 / 25, (i + 1) * 16000 / 25)), in dB.
 
@@ -43,10 +43,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-from lipsync_jax import au_proxies  # pylint: disable=wrong-import-position
-from lipsync_jax import audio  # pylint: disable=wrong-import-position
-from lipsync_jax import face_detection as fd  # pylint: disable=wrong-import-position
-from lipsync_jax import face_mesh  # pylint: disable=wrong-import-position
+from lipsync_jax.vision import au_proxies  # pylint: disable=wrong-import-position
+from lipsync_jax.io import audio  # pylint: disable=wrong-import-position
+from lipsync_jax.vision import face_detection as fd  # pylint: disable=wrong-import-position
+from lipsync_jax.vision import face_mesh  # pylint: disable=wrong-import-position
 
 FPS = 25.0
 SR = 16000

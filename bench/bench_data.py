@@ -29,8 +29,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-from lipsync_jax import face_detection as fd  # pylint: disable=wrong-import-position
-from lipsync_jax import video  # pylint: disable=wrong-import-position
+from lipsync_jax.vision import face_detection as fd  # pylint: disable=wrong-import-position
+from lipsync_jax.io import video  # pylint: disable=wrong-import-position
 from lipsync_jax.data import format as fmt  # pylint: disable=wrong-import-position
 from lipsync_jax.data import make_loader  # pylint: disable=wrong-import-position
 from lipsync_jax.data import preprocess_lib  # pylint: disable=wrong-import-position

@@ -3,6 +3,7 @@
     python bench/bench_infer.py                 # everything (~10 min on 2 cores)
     python bench/bench_infer.py --only e2e,gen  # skip the 60 s memory runs
     python bench/bench_infer.py --quick         # smoke test (short clips, few iters)
+    python bench/bench_infer.py --only warm     # infer.py cold vs warm (compilation cache)
 
 Model: the full-size Wav2Lip generator with the baseline's deterministic
 weight fill (../shared/baseline/README.md), converted from the PyTorch
@@ -25,6 +26,12 @@ speed, only what the mouth looks like.
         JAX step (uint8 crops in, uint8 faces out) against the PyTorch
         reference model's forward (torch.inference_mode, float32, NCHW) in the
         same process, alternating, median of `--iters` runs.
+  warm  `infer.py` as a user runs it, twice, each a fresh process, on the same
+        clip (VoxCeleb2 224x224) and 3 s of speech: first with an empty cache
+        root ("cold": XLA compiles the generator, faces are detected), then
+        with new audio ("warm": the compiled generator and the box track come
+        from $LIPSYNC_CACHE_DIR). Process wall time, time to first frame
+        (from the start of the run) and frames/s end to end.
   mem   peak RSS of a whole run in a fresh subprocess, for the 5.1 s 224x224
         clip ping-ponged under 10 s and 60 s of speech
         (../shared/data/real/audio/musetalk/eng.wav), plus RSS sampled during
@@ -113,7 +120,7 @@ def bench_e2e(syncer, quick: bool) -> list[dict[str, Any]]:
       clip = SHARED / rel
       audio = clip
       if quick:  # 1 s of the clip's audio
-        from lipsync_jax import audio as audio_lib
+        from lipsync_jax.io import audio as audio_lib
         import soundfile as sf
         audio = os.path.join(tmp, "quick.wav")
         sf.write(audio, audio_lib.load_audio(clip)[:16000], 16000)
@@ -188,7 +195,7 @@ def bench_gen(syncer, iters: int) -> dict[str, Any]:
 def mem_worker(seconds: float, batch_size: int, width: float) -> dict[str, Any]:
   import numpy as np
   import soundfile as sf
-  from lipsync_jax import audio as audio_lib
+  from lipsync_jax.io import audio as audio_lib
   from lipsync_jax.inference import LipSyncer
   module, variables, _ = _weights(width)
   syncer = LipSyncer(module, variables, batch_size=batch_size)
@@ -236,9 +243,59 @@ def bench_mem(lengths: list[float], batch_size: int, width: float) -> list[dict[
   return rows
 
 
+WARM_CLIP = "data/real/av/voxceleb2/00002.mp4"
+WARM_AUDIO = ("data/real/audio/librivox_pocketsphinx/sense_and_sensibility_01_austen_64kb-0870.wav",
+              "data/real/audio/librivox_pocketsphinx/sense_and_sensibility_01_austen_64kb-0880.wav")
+
+
+def bench_warm(batch_size: int) -> list[dict[str, Any]]:
+  """`infer.py` in two fresh processes sharing one cache root: cold, then warm."""
+  import jax
+  from lipsync_jax import checkpoint
+  module, variables, source = _weights()
+  del module
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    model = os.path.join(tmp, "model")
+    checkpoint.save_model(model, "wav2lip", {}, jax.device_get(variables),
+                          extra_meta={"weights": source})
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS")}
+    env["LIPSYNC_CACHE_DIR"] = os.path.join(tmp, "cache")
+    from lipsync_jax.io import audio as audio_lib
+    import soundfile as sf
+    seconds = 3.0  # both speeches cut to the same length: the runs differ by the cache alone
+    for run, audio in zip(("cold", "warm"), WARM_AUDIO):
+      wav = os.path.join(tmp, f"{run}.wav")
+      sf.write(wav, audio_lib.load_audio(SHARED / audio)[:int(seconds * 16000)], 16000)
+      report = os.path.join(tmp, f"{run}.json")
+      cmd = [sys.executable, str(REPO / "infer.py"), "--checkpoint", model,
+             "--face", str(SHARED / WARM_CLIP), "--audio", wav,
+             "--outfile", os.path.join(tmp, f"{run}.mp4"), "--report", report,
+             "--batch-size", str(batch_size)]
+      t0 = time.perf_counter()
+      proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+      wall = time.perf_counter() - t0
+      if proc.returncode != 0:
+        raise RuntimeError(f"infer.py failed: {proc.stderr[-2000:]}")
+      rep = json.loads(pathlib.Path(report).read_text())
+      rep = rep[0] if isinstance(rep, list) else rep
+      t = rep["timings"]
+      row = {"run": run, "wall_s": wall, "first_frame_s": t["first_frame"],
+             "run_total_s": t["total"], "frames": rep["frames"],
+             "fps_end_to_end": rep["frames"] / wall, "detection_cached": rep["detection_cached"]}
+      rows.append(row)
+      print(f"  {run:5s}: process {wall:5.1f} s (start-up and model {wall - t['total']:4.1f} s, "
+            f"run {t['total']:4.1f} s, first frame after {t['first_frame']:4.1f} s, generate "
+            f"{t['generate']:4.1f} s), {rep['frames']} frames, boxes cached: "
+            f"{rep['detection_cached']}")
+  print(f"  warm / cold process wall time: {rows[1]['wall_s'] / rows[0]['wall_s']:.2f}")
+  return rows
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", default="e2e,gen,mem", help="comma list of e2e,gen,mem")
+  p.add_argument("--only", default="e2e,gen,mem,warm", help="comma list of e2e,gen,mem,warm")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--iters", type=int, default=5)
   p.add_argument("--quick", action="store_true")
@@ -276,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     if "gen" in only:
       print("generator only:")
       results["gen"] = bench_gen(syncer, 2 if args.quick else args.iters)
+  if "warm" in only:
+    print("infer.py cold vs warm (fresh processes, one cache root):")
+    results["warm"] = bench_warm(args.batch_size)
   if "mem" in only:
     print(f"memory (fresh process per run, generator width {args.mem_width}):")
     results["mem_width"] = args.mem_width

@@ -40,8 +40,8 @@ SHIFTS = (0, 3, -3, 5, -5, 8, -8)
 
 def gap_xcorr_offset(clip, wav) -> int:
   """Best lag of corr(inner-lip gap, mel energy at the frame centre)."""
-  from lipsync_jax import audio as audio_lib
-  from lipsync_jax import lip_landmarks
+  from lipsync_jax.io import audio as audio_lib
+  from lipsync_jax.vision import lip_landmarks
   mel = audio_lib.melspectrogram(wav)
   energy = mel.mean(axis=0)
   gap = lip_landmarks.inner_gap(clip.lips)
@@ -69,8 +69,9 @@ def main(argv=None) -> int:
                  help="also score the clips of training speakers (marked *)")
   a = p.parse_args(argv)
 
-  from lipsync_jax import checkpoint, metrics
-  from lipsync_jax import lip_landmarks
+  from lipsync_jax import checkpoint
+  from lipsync_jax.evaluation import metrics
+  from lipsync_jax.vision import lip_landmarks
   from lipsync_jax.train import lip_sync_lib
 
   path = a.model or metrics.builtin_scorer_path()

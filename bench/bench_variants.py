@@ -102,7 +102,7 @@ def memory_grid(c, workdir: pathlib.Path, data: pathlib.Path) -> dict:
   """The memory-slot grid of the trained SyncTalkFace, and the slot spread
   of the same model at its initial weights (same identity frame)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import memory_grid as mg  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.evaluation import memory_grid as mg  # pylint: disable=import-outside-toplevel
   from lipsync_jax.train import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
   out = workdir / "memory_grid.png"
@@ -121,7 +121,7 @@ def evaluate(model: pathlib.Path, data: pathlib.Path, expert: pathlib.Path,
              out: pathlib.Path) -> dict:
   rep_path = out / "report.json"
   if not rep_path.is_file():
-    from lipsync_jax import evaluate as ev  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.evaluation import evaluate as ev  # pylint: disable=import-outside-toplevel
     ev.run(ev.parse_args(["--checkpoint", str(model), "--data", str(data), "--split", "test",
                           "--mode", "paired", "--lmd", "--syncnet", str(expert),
                           "--out", str(out), "--batch-size", "20", "--quiet"]))

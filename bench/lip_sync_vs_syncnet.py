@@ -34,8 +34,10 @@ def main(argv=None) -> int:
   p.add_argument("--demo", required=True, help="a finished demo workdir")
   a = p.parse_args(argv)
   import scipy.stats
-  from lipsync_jax import audio as audio_lib
-  from lipsync_jax import evaluate, face_detection, metrics
+  from lipsync_jax.io import audio as audio_lib
+  from lipsync_jax.evaluation import metrics
+  from lipsync_jax.vision import face_detection
+  from lipsync_jax.vision import face_crops
 
   demo = pathlib.Path(a.demo)
   pairs = sorted((demo / "heldout").glob("pair*"))
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
       row = {"video": f"{pair.name}/{v}"}
       for name, scorer in scorers.items():
         try:
-          crops, first, fps, _ = evaluate.video_face_crops(str(path), scorer.face_size,
+          crops, first, fps, _ = face_crops.video_face_crops(str(path), scorer.face_size,
                                                            detector, min_frames=10)
           r = metrics.sync_scores(scorer, crops, metrics.ClipAudio(wav=wav), fps,
                                   first_frame=first, padding="exclude")
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
   pairs_d = []
   for path in clips:
     wav = audio_lib.load_audio(path)
-    crops = {n: evaluate.video_face_crops(str(path), s.face_size, detector, min_frames=10)
+    crops = {n: face_crops.video_face_crops(str(path), s.face_size, detector, min_frames=10)
              for n, s in scorers.items()}
     for k in shifts:
       audio = metrics.ClipAudio(wav=lip_sync_lib.shift_waveform(wav, k))

@@ -111,8 +111,11 @@ def main(argv=None) -> int:
   p.add_argument("--shared", default=str(REPO.parent / "shared"))
   p.add_argument("--steps", type=int, default=None, help="override num_steps")
   a = p.parse_args(argv)
-  from lipsync_jax import checkpoint, evaluate, face_detection, inference, metrics
-  from lipsync_jax import audio as audio_lib
+  from lipsync_jax import checkpoint, inference
+  from lipsync_jax.evaluation import metrics
+  from lipsync_jax.vision import face_detection
+  from lipsync_jax.vision import face_crops
+  from lipsync_jax.io import audio as audio_lib
   from lipsync_jax.train import lip_sync_lib
 
   t0 = time.time()
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
   for name, d in out_videos.items():
     rows = []
     for k, path in enumerate(sorted(d.glob("*.mp4"))):
-      crops, first, fps, _ = evaluate.video_face_crops(str(path), scorer.face_size, detector)
+      crops, first, fps, _ = face_crops.video_face_crops(str(path), scorer.face_size, detector)
       r = metrics.sync_scores(scorer, crops, metrics.ClipAudio(wav=audio_lib.load_audio(path)),
                               fps, first_frame=first, padding="exclude")
       rows.append({"video": path.name, "offset": r.offset, "lse_d": r.lse_d, "lse_c": r.lse_c})

@@ -4,7 +4,7 @@
       [--csv-dir OPENFACE_CSVS] [--aus 10 14 20 25 26] [--overwrite]
 
 "facemesh" (default) runs MediaPipe FaceMesh on the dataset's face crops and
-derives geometric AU proxies (lipsync_jax/au_proxies.py); "openface" reads
+derives geometric AU proxies (lipsync_jax/vision/au_proxies.py); "openface" reads
 OpenFace 2.x CSVs named after each clip's source video. Labels go to
 DATA_DIR/au_labels/, one file per clip, written atomically: rerunning the
 command after an interruption labels only the remaining clips.

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from lipsync_jax import model_dir
+
 CONVERTIBLE_ARCHS = ("wav2lip", "syncnet_color", "wav2lip_disc_qual")
 
 # First conv of each arch: its output channel count at width 1, used to infer
@@ -334,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
                       help="allow torch.load to unpickle arbitrary objects (only for "
                            "trusted files that weights_only loading rejects)")
   args = parser.parse_args(argv)
-  from lipsync_jax import checkpoint
   try:
     raw = load_torch_checkpoint(args.input, unsafe_pickle=args.unsafe_pickle)
     arch = args.arch or infer_arch(raw)
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
       for k in ("global_step", "global_epoch"):
         if isinstance(raw.get(k), int):
           meta["source"][k] = raw[k]
-    checkpoint.save_model(args.output, arch, config, variables, extra_meta=meta)
+    model_dir.save_model(args.output, arch, config, variables, extra_meta=meta)
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

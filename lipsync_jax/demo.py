@@ -4,7 +4,7 @@
 
 Offline and on CPU, from installed packages only:
 
-1. synthesize  talking-face clips (`lipsync_jax.synthetic`: eSpeak NG speech,
+1. synthesize  talking-face clips (`lipsync_jax.data.synthetic`: eSpeak NG speech,
                the skimage astronaut in 4 identities, a mouth drawn from the
                phoneme timings) as mp4 files in DIR/raw/id<k>/. Identity 3 is
                held out of training: its clips form the val split.
@@ -121,7 +121,7 @@ def synthesize_data(workdir: pathlib.Path, spec: DemoSpec, seed: int,
   ground_truth.mp4}; returns a description of the held-out pairs."""
   import soundfile as sf  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import synthetic  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.data import synthetic  # pylint: disable=import-outside-toplevel
 
   plan = _clip_plan(spec, seed)
   raw = workdir / "raw"
@@ -274,10 +274,10 @@ def score_videos(workdir: pathlib.Path, pairs: Sequence[dict[str, Any]],
   Returns per-video scores, their means, and the face crops of the first
   pair (for the mouth grid)."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import evaluate  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import face_detection  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import metrics  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_detection  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_crops  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
   scorer = metrics.load_scorer(str(workdir / "expert" / "model"))
   detector = face_detection.create_detector("default")
   names = ("before", "after", "ground_truth")
@@ -290,7 +290,7 @@ def score_videos(workdir: pathlib.Path, pairs: Sequence[dict[str, Any]],
       d = pathlib.Path(pair["dir"])
       for n in names:
         path = d / f"{n}.mp4"
-        crops, first, fps, _ = evaluate.video_face_crops(str(path), scorer.face_size,
+        crops, first, fps, _ = face_crops.video_face_crops(str(path), scorer.face_size,
                                                          detector, min_frames=10)
         result = metrics.sync_scores(scorer, crops, metrics.ClipAudio(
             wav=audio_lib.load_audio(path)), fps, first_frame=first)
@@ -320,8 +320,8 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def write_side_by_side(pair_dir: pathlib.Path, out: pathlib.Path) -> dict[str, Any]:
   """input | output (trained) | ground truth, with the held-out speech."""
-  from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import video as video_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.io import video as video_lib  # pylint: disable=import-outside-toplevel
   streams = [("input", pair_dir / "face.mp4"), ("output", pair_dir / "after.mp4"),
              ("ground truth", pair_dir / "ground_truth.mp4")]
   info = video_lib.probe(str(streams[1][1]))
@@ -522,7 +522,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--force", action="store_true", help="replace an existing demo workdir")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--no-cache", action="store_true",
+                 help="leave JAX's persistent compilation cache off (default: on, "
+                      "under $LIPSYNC_CACHE_DIR or ~/.cache/lipsync_jax)")
   a = p.parse_args(argv)
+  if not a.no_cache:
+    from lipsync_jax import cache  # pylint: disable=import-outside-toplevel
+    cache.enable_compilation_cache()
   try:
     summary = run_demo(a.workdir, quick=a.quick, seed=a.seed, force=a.force,
                        progress=not a.no_progress)

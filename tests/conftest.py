@@ -2,12 +2,25 @@
 
 Tests run with 8 simulated CPU devices so that the sharding tests see a real
 mesh; everything else is unaffected (arrays live on device 0 by default).
+
+One persistent XLA compilation cache serves the whole test session: every
+xdist worker and every subprocess a test starts (train.py, infer.py, the
+demo) inherit its folder through the environment, so a program that several
+tests build (a tiny generator's train step, the demo's models) compiles once.
+It is set before the workers start (this file is imported by pytest's main
+process first), and removed at the end unless it was given from outside.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lipsync-test-xla-")
+  os.environ["LIPSYNC_TEST_OWNS_XLA_CACHE"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import pathlib
 
@@ -26,16 +39,15 @@ def shared_dir() -> pathlib.Path:
   return SHARED
 
 
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if os.environ.get("LIPSYNC_TEST_OWNS_XLA_CACHE") == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def xla_compilation_cache(tmp_path_factory):
-  """A persistent XLA cache for one test module: identical programs built
-  again (1 and 8 devices share init; a resumed run rebuilds the straight
-  run's step) compile once."""
+def xla_compilation_cache():
+  """The session's persistent XLA cache (set up above, for every test); kept
+  as a fixture so that the modules that rely on it say so."""
   import jax  # pylint: disable=import-outside-toplevel
-  old = (jax.config.jax_compilation_cache_dir,
-         jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  assert jax.config.jax_compilation_cache_dir, "no persistent XLA cache configured"
   yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])

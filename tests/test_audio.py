@@ -1,4 +1,4 @@
-"""Tests for lipsync_jax.audio against an independent numpy reference."""
+"""Tests for lipsync_jax.io.audio against an independent numpy reference."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from lipsync_jax import audio
-from lipsync_jax import video
+from lipsync_jax.io import audio
+from lipsync_jax.io import video
 
 SPEECH_16K = "data/real/audio/librivox_pocketsphinx/sense_and_sensibility_01_austen_64kb-0880.wav"
 SPEECH_44K_STEREO = "data/real/audio/retalking/audio_1.wav"

@@ -1,4 +1,4 @@
-"""Tests of lipsync_jax.blending: the feathered lower-face paste."""
+"""Tests of lipsync_jax.vision.blending: the feathered lower-face paste."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsync_jax import blending
+from lipsync_jax.vision import blending
 
 
 def _frame(h=240, w=320, seed=0) -> np.ndarray:

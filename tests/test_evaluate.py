@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from lipsync_jax import checkpoint
-from lipsync_jax import evaluate
-from lipsync_jax import metrics
+from lipsync_jax.evaluation import evaluate
+from lipsync_jax.evaluation import metrics
+from lipsync_jax.vision import face_crops
 from lipsync_jax import models
 from lipsync_jax.data import format as fmt
 from lipsync_jax.data.testing import write_synthetic_dataset
@@ -160,7 +161,7 @@ def test_errors_are_one_line(setup, capsys):
 
 
 def test_videos_mode_lists_unscorable(setup, capsys):
-  from lipsync_jax import video as video_lib
+  from lipsync_jax.io import video as video_lib
   root, _ = setup
   vids = root / "videos"
   vids.mkdir()
@@ -182,6 +183,6 @@ def test_videos_mode_lists_unscorable(setup, capsys):
 
 
 def test_longest_run():
-  assert evaluate.longest_run(np.array([1, 1, 0, 1, 1, 1, 0], bool)) == (3, 6)
-  assert evaluate.longest_run(np.zeros(4, bool)) == (0, 0)
-  assert evaluate.longest_run(np.ones(3, bool)) == (0, 3)
+  assert face_crops.longest_run(np.array([1, 1, 0, 1, 1, 1, 0], bool)) == (3, 6)
+  assert face_crops.longest_run(np.zeros(4, bool)) == (0, 0)
+  assert face_crops.longest_run(np.ones(3, bool)) == (0, 3)

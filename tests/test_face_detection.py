@@ -7,13 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from lipsync_jax import face_detection as fd
+from lipsync_jax.vision import face_detection as fd
 
 CLIPS = ("grid/sbia1a.mpg", "voxceleb2/00086.mp4", "hdtf/vexpress_AOC_gt.mp4")
 
 
 def _frames(shared, rel, step=4, count=20):
-  from lipsync_jax import video
+  from lipsync_jax.io import video
   it = video.iter_frames(shared / "data/real/av" / rel, fps=25)
   return list(itertools.islice(it, 0, step * count, step))
 

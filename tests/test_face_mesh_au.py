@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lipsync_jax import au_proxies as aup
-from lipsync_jax import face_mesh as fm
-from lipsync_jax import lmd
+from lipsync_jax.vision import au_proxies as aup
+from lipsync_jax.vision import face_mesh as fm
+from lipsync_jax.vision import lmd
 
 CLIP = "data/real/av/grid/sbia1a.mpg"  # "set blue in a one again"
 # Frames (at 25 fps) checked by eye: 0 is the closed mouth before speech, 37
@@ -26,8 +26,8 @@ CLOSED, OPEN = 0, 37
 
 @pytest.fixture(scope="module")
 def real(shared_dir):
-  from lipsync_jax import face_detection as fd  # pylint: disable=g-import-not-at-top
-  from lipsync_jax import video  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.vision import face_detection as fd  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import video  # pylint: disable=g-import-not-at-top
   frames = list(itertools.islice(
       video.iter_frames(shared_dir / CLIP, fps=25), OPEN + 1))
   det = fd.create_detector("default")

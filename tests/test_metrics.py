@@ -1,4 +1,4 @@
-"""Tests of lipsync_jax.metrics and the original-SyncNet scorer."""
+"""Tests of lipsync_jax.evaluation.metrics and the original-SyncNet scorer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import scipy.ndimage
 import scipy.signal
 import skimage.metrics
 
-from lipsync_jax import metrics
+from lipsync_jax.evaluation import metrics
 from lipsync_jax.models import syncnet_original
 
 # -----------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_mouth_landmarks_follow_a_translation():
   """FaceMesh lip points (shipped in the mediapipe wheel) on a face photo:
   LMD of a crop with itself is 0; a 6 px shift moves the points by ~6 px."""
   import cv2  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import synthetic  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   crop = cv2.resize(synthetic.face_template(0).image, (96, 96), interpolation=cv2.INTER_AREA)
   shifted = cv2.warpAffine(crop, np.float32([[1, 0, 6], [0, 1, 0]]), (96, 96),
                            borderMode=cv2.BORDER_REPLICATE)

@@ -5,7 +5,10 @@ global batch from the data loader, and the CPU collectives (gloo) for the
 gradient all-reduce. Process 0 alone writes the metrics, the summary and the
 exported model; both write their part of every checkpoint (orbax), including
 their own data-iterator state, so a SIGKILL of the whole job followed by the
-same two commands resumes exactly.
+same two commands resumes exactly. A peer that is late to the exit barrier
+(deliberately, by `debug.exit_delay_s`) must not fail the job.
+
+Time limits here catch hangs only: a loaded machine may be many times slower.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from lipsync_jax.train import summary as summary_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 4
 PROCESSES = 2
+HANG_S = 3600  # a hung job, not a slow one
+LATE_S = 10    # how late the delayed peer is to the exit barrier
 
 
 def _free_port() -> int:
@@ -69,7 +74,7 @@ def _start(workdir, data, env, *extra) -> list[subprocess.Popen]:
   return procs
 
 
-def _finish(procs, timeout=600) -> None:
+def _finish(procs, timeout=HANG_S) -> None:
   try:
     for p in procs:
       _, err = p.communicate(timeout=timeout)
@@ -88,7 +93,9 @@ def _losses(workdir) -> list[tuple[int, float]]:
 def test_two_processes_train_checkpoint_and_resume_exactly(env_and_data):
   env, data, root = env_and_data
   straight = root / "straight"
-  _finish(_start(straight, data, env))
+  # The coordinator's process is the late one here, the other one on resume.
+  _finish(_start(straight, data, env, f"--config.debug.exit_delay_s={LATE_S}",
+                 "--config.debug.exit_delay_process=0"))
   want = _losses(straight)
   assert [s for s, _ in want] == list(range(1, NUM_STEPS + 1))  # one writer
   assert all(np.isfinite(v) for _, v in want) and len({v for _, v in want}) > 1
@@ -109,13 +116,37 @@ def test_two_processes_train_checkpoint_and_resume_exactly(env_and_data):
     while not ((killed / "metrics.jsonl").exists()
                and any(s >= 3 for s, _ in _losses(killed))):
       assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
-      assert time.time() - t0 < 600, "step 3 not reached"
+      assert time.time() - t0 < HANG_S, "step 3 not reached"
       time.sleep(0.2)
   finally:
     for p in procs:
       p.send_signal(signal.SIGKILL)
       p.wait()
   assert sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
-  _finish(_start(killed, data, env, "--config.debug.pause_at_step=3"))
+  _finish(_start(killed, data, env, "--config.debug.pause_at_step=3",
+                 f"--config.debug.exit_delay_s={LATE_S}", "--config.debug.exit_delay_process=1"))
   assert _losses(killed) == want                       # bit-identical
   assert json.loads((killed / "summary.json").read_text())["resumed_from"] == 2
+
+
+def test_distributed_timeouts_come_from_the_config(monkeypatch):
+  """The coordination timeouts reach jax.distributed, and bad ones are refused."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.train import config_lib, train_lib  # pylint: disable=import-outside-toplevel
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  config = config_lib.base_config("syncnet")
+  config.coordinator_address = "localhost:1234"
+  config.num_processes, config.process_id = 2, 1
+  config.distributed_shutdown_timeout_s = 4321
+  train_lib._initialize_distributed(config)  # pylint: disable=protected-access
+  assert calls[-1]["shutdown_timeout_seconds"] == 4321
+  assert calls[-1]["initialization_timeout"] == config.distributed_init_timeout_s >= 600
+  assert calls[-1]["heartbeat_timeout_seconds"] == config.distributed_heartbeat_timeout_s >= 300
+  assert calls[-1]["process_id"] == 1
+  config.coordinator_address = ""
+  train_lib._initialize_distributed(config)  # pylint: disable=protected-access
+  assert calls[-1]["shutdown_timeout_seconds"] == 4321 and "process_id" not in calls[-1]
+  config.distributed_heartbeat_timeout_s = 0
+  with pytest.raises(train_lib.TrainConfigError, match="timeouts must be positive"):
+    train_lib._initialize_distributed(config)  # pylint: disable=protected-access

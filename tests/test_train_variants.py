@@ -12,11 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from lipsync_jax import au_proxies
+from lipsync_jax.vision import au_proxies
 from lipsync_jax import checkpoint as model_ckpt
 from lipsync_jax import data as data_lib
 from lipsync_jax.data import au_store
 from lipsync_jax.data import testing as data_testing
+from lipsync_jax.train import families
 from lipsync_jax.train import summary as summary_lib
 from lipsync_jax.train import train_lib
 
@@ -77,6 +78,24 @@ def test_au_labels_round_trip_and_missing_labels_error(dataset, tmp_path):
     au_store.load_clip_labels(bare, data_lib.load_index(bare).clips[0])
 
 
+def test_label_dataset_writes_one_meta_file_read_at_start_up(tmp_path):
+  data = data_testing.write_synthetic_dataset(tmp_path / "d", num_clips=2, num_frames=12)
+  clips = data_lib.load_index(data).clips
+  assert au_store.label_dataset(data, "facemesh") == {"labelled": 2, "skipped": 0}
+  meta = au_store.read_meta(data)
+  assert meta["clips"] == sorted(c.clip_id for c in clips)
+  assert tuple(meta["aus"]) == au_proxies.DEFAULT_AUS
+  assert au_store.label_dataset(data, "facemesh") == {"labelled": 0, "skipped": 2}
+  # Start-up reads the meta file alone: with the per-clip files gone it still answers ...
+  for c in clips:
+    au_store.label_path(data, c.clip_id).unlink()
+  assert au_store.stored_aus(data, clips) == au_proxies.DEFAULT_AUS
+  # ... and a clip the meta does not list is named.
+  au_store.write_meta(data, au_proxies.DEFAULT_AUS, [clips[0].clip_id])
+  with pytest.raises(data_lib.DatasetFormatError, match="au_labels.py"):
+    au_store.stored_aus(data, clips)
+
+
 def test_generator_batches_carry_context_frames_and_au_labels(dataset):
   data, labels, _ = dataset
   index = data_lib.load_index(data)
@@ -131,12 +150,58 @@ def losses(workdir):
   return [(r["step"], r["loss"]) for r in summary_lib.read_jsonl(str(workdir / "metrics.jsonl"))]
 
 
+def check_inference_contract(name, wd):
+  """A trained variant, loaded from its workdir, runs under Wav2Lip's
+  inference contract (`models.generate_frames`)."""
+  import jax.numpy as jnp
+  from lipsync_jax import models
+  loaded = model_ckpt.load_model(wd, expected_arch=models.ALL_GENERATORS)
+  n = 2 * models.frames_per_call(loaded.module)
+  rng = np.random.default_rng(0)
+  faces = jnp.asarray(rng.random((n, 96, 96, 6), np.float32))
+  mel = jnp.asarray(rng.normal(size=(n, 80, 16, 1)).astype(np.float32))
+  out = np.asarray(models.generate_frames(loaded.module, dict(loaded.variables), mel, faces))
+  assert out.shape == (n, 96, 96, 3) and out.min() >= 0 and out.max() <= 1
+  # au_tcn windows are independent: the second window's frames do not change
+  # the first window's output.
+  if name == "au_tcn":
+    t = n // 2
+    alone = models.generate_frames(loaded.module, dict(loaded.variables), mel[:t], faces[:t])
+    np.testing.assert_allclose(np.asarray(alone), out[:t], atol=1e-5)
+    with pytest.raises(ValueError, match="windows of 5"):
+      models.generate_frames(loaded.module, dict(loaded.variables), mel[:3], faces[:3])
+
+
+def check_memory_grid(wd, data, tmp_path):
+  """The SyncTalkFace memory-slot grid of a trained run: PNG, spread and errors."""
+  import cv2
+  from lipsync_jax.evaluation import memory_grid
+  out = tmp_path / "slots.png"
+  rc = memory_grid.main(["--checkpoint", str(wd), "--data", str(data), "--out", str(out)])
+  assert rc == 0
+  img = cv2.imread(str(out))
+  stats = json.loads(out.with_suffix(".json").read_text())
+  slots = load_config("synctalkface").model.overrides.get("memory_slots", 96)
+  assert stats["slots"] == slots
+  assert img is not None and img.shape[0] > 48 and img.shape[1] > 96
+  assert stats["slot_spread"] >= 0 and np.isfinite(stats["pairwise_l1"])
+  # spread() measures what it says: identical mouths 0, different mouths > 0.
+  same = np.zeros((3, 48, 96, 3), np.float32)
+  assert memory_grid.spread(same)["slot_spread"] == 0
+  diff = same.copy()
+  diff[1] = 1.0
+  assert memory_grid.spread(diff)["pairwise_l1"] == pytest.approx(2 / 3)
+  assert memory_grid.main(["--checkpoint", str(wd), "--data", str(data),
+                           "--out", str(tmp_path / "x.jpg")]) == 2
+
+
 @pytest.mark.parametrize("name,expected_parts", [
     ("synctalkface", {"l1", "l1_value", "sync", "sync_value", "vv", "vv_value", "gan_g",
                       "gan_g_value", "store", "align", "disc"}),
     ("au_tcn", {"l1", "sync", "gan_g", "a2au", "disc"}),
 ])
-def test_variant_trains_and_resumes_exactly(dataset, name, expected_parts):
+def test_variant_trains_resumes_exactly_and_runs_inference(dataset, name, expected_parts,
+                                                           tmp_path):
   data, _, root = dataset
   # With the discriminator (off in the tiny configs): the fused D step too.
   gan = {"loss.gan": 0.2 if name == "synctalkface" else 0.07}
@@ -156,9 +221,13 @@ def test_variant_trains_and_resumes_exactly(dataset, name, expected_parts):
   s2 = train_lib.train_and_evaluate(tiny(name, data, 4, **gan), str(resumed))
   assert s2["resumed_from"] == 2
   assert losses(resumed) == want
-  # The exported model loads as its arch.
+  # The exported model loads as its arch, and runs under the inference
+  # contract (one training run serves these checks too: it is the slow part).
   loaded = model_ckpt.load_model(resumed / "model", expected_arch=name)
   assert loaded.arch == name
+  check_inference_contract(name, straight)
+  if name == "synctalkface":
+    check_memory_grid(straight, data, tmp_path)
 
 
 def test_synctalkface_losses_reach_their_parameter_groups(dataset):
@@ -181,7 +250,7 @@ def test_synctalkface_losses_reach_their_parameter_groups(dataset):
 
   def parts_of(params):
     parts, *_ = steps_lib._generator_parts(  # pylint: disable=protected-access
-        setup.model, steps_lib.make_expert_apply(expert, "running"), None, None, cfg.loss,
+        families.family_of(setup.model), steps_lib.make_expert_apply(expert, "running"), None, None, cfg.loss,
         {"model": params, "head": {}}, state.batch_stats, None, frozen,
         jax.tree_util.tree_map(jnp.asarray, batch), True, jax.random.PRNGKey(0))
     return jnp.stack([parts[k] for k in names])
@@ -253,57 +322,6 @@ def test_variant_config_errors_are_one_line(dataset):
 # -----------------------------------------------------------------------------
 # After training: inference and the memory grid.
 # -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", ["synctalkface", "au_tcn"])
-def test_trained_variant_runs_through_the_inference_contract(dataset, name):
-  import jax.numpy as jnp
-  from lipsync_jax import models
-  data, _, root = dataset
-  wd = root / f"{name}_straight"
-  if not (wd / "model").is_dir():
-    train_lib.train_and_evaluate(tiny(name, data, 2), str(wd))
-  loaded = model_ckpt.load_model(wd, expected_arch=models.ALL_GENERATORS)
-  n = 2 * models.frames_per_call(loaded.module)
-  rng = np.random.default_rng(0)
-  faces = jnp.asarray(rng.random((n, 96, 96, 6), np.float32))
-  mel = jnp.asarray(rng.normal(size=(n, 80, 16, 1)).astype(np.float32))
-  out = np.asarray(models.generate_frames(loaded.module, dict(loaded.variables), mel, faces))
-  assert out.shape == (n, 96, 96, 3) and out.min() >= 0 and out.max() <= 1
-  # au_tcn windows are independent: the second window's frames do not change
-  # the first window's output.
-  if name == "au_tcn":
-    t = n // 2
-    alone = models.generate_frames(loaded.module, dict(loaded.variables), mel[:t], faces[:t])
-    np.testing.assert_allclose(np.asarray(alone), out[:t], atol=1e-5)
-    with pytest.raises(ValueError, match="windows of 5"):
-      models.generate_frames(loaded.module, dict(loaded.variables), mel[:3], faces[:3])
-
-
-def test_memory_grid_png_and_spread(dataset, tmp_path):
-  import cv2
-  from lipsync_jax import memory_grid
-  data, _, root = dataset
-  wd = root / "synctalkface_straight"
-  if not (wd / "model").is_dir():
-    train_lib.train_and_evaluate(tiny("synctalkface", data, 2), str(wd))
-  out = tmp_path / "slots.png"
-  rc = memory_grid.main(["--checkpoint", str(wd), "--data", str(data), "--out", str(out)])
-  assert rc == 0
-  img = cv2.imread(str(out))
-  stats = json.loads(out.with_suffix(".json").read_text())
-  slots = load_config("synctalkface").model.overrides.get("memory_slots", 96)
-  assert stats["slots"] == slots
-  assert img is not None and img.shape[0] > 48 and img.shape[1] > 96
-  assert stats["slot_spread"] >= 0 and np.isfinite(stats["pairwise_l1"])
-  # spread() measures what it says: identical mouths 0, different mouths > 0.
-  same = np.zeros((3, 48, 96, 3), np.float32)
-  assert memory_grid.spread(same)["slot_spread"] == 0
-  diff = same.copy()
-  diff[1] = 1.0
-  assert memory_grid.spread(diff)["pairwise_l1"] == pytest.approx(2 / 3)
-  assert memory_grid.main(["--checkpoint", str(wd), "--data", str(data),
-                           "--out", str(tmp_path / "x.jpg")]) == 2
-
 
 def test_au_tcn_one_shot_step_generates_from_the_reference_alone(dataset):
   """one_shot mode: the whole face comes from the reference's first frame;

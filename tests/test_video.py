@@ -1,4 +1,4 @@
-"""Tests for lipsync_jax.video (probe, iter_frames, read_image, VideoWriter)."""
+"""Tests for lipsync_jax.io.video (probe, iter_frames, read_image, VideoWriter)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from lipsync_jax import audio
-from lipsync_jax import video
+from lipsync_jax.io import audio
+from lipsync_jax.io import video
 
 # (file, fps, width, height, duration) from data/real/MANIFEST.md (ffprobe).
 MANIFEST_CLIPS = [

@@ -50,9 +50,9 @@ from typing import Any
 from lipsync_jax.data.format import ClipMeta
 from lipsync_jax.data.format import DatasetFormatError
 from lipsync_jax.data.format import DatasetIndex
+from lipsync_jax.data.format import KINDS
 from lipsync_jax.data.format import load_index
 
-KINDS = ("syncnet", "generator")
 _LAZY = ("make_loader", "make_eval_loader")  # grain is imported on first use
 
 

@@ -38,12 +38,14 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
+
 from array_record.python import array_record_module as arm
+
+from lipsync_jax.io.files import atomic_write_text  # noqa: F401  (fmt.atomic_write_text)
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -55,6 +57,9 @@ N_MELS = 80
 CODECS = ("jpeg", "png", "raw")
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheapest random reads
 
+
+# The sample kinds a dataset serves (`data.make_loader(kind=...)`).
+KINDS = ("syncnet", "generator")
 
 class DatasetFormatError(ValueError):
   """A dataset directory is missing, incomplete or of an unknown format."""
@@ -172,21 +177,6 @@ def decode_frame(data: bytes, codec: str, img_size: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------
 # Writing.
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Writes text to a temp file in the same folder, then renames it."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                             dir=path.parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def clip_records(meta: ClipMeta, mel: np.ndarray,

@@ -8,9 +8,9 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
-from lipsync_jax.data import KINDS
 from lipsync_jax.data import augment as augment_lib
 from lipsync_jax.data import format as fmt
+from lipsync_jax.data.format import KINDS
 from lipsync_jax.data import sources
 DEFAULT_MIN_OFFSET = 5      # syncnet negatives: |g - f| >= 5 frames (0.2 s)
 DEFAULT_REF_MIN_OFFSET = 1  # generator reference window != target window

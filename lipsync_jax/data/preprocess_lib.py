@@ -123,7 +123,7 @@ def box_jitter(boxes: np.ndarray, found: np.ndarray) -> float:
 def _detect_all(path: pathlib.Path, cfg: PrepConfig, detector: Any
                 ) -> tuple[int, list[list[Any]], tuple[int, int]]:
   """Pass 1: streams frames at 25 fps through the detector."""
-  from lipsync_jax import video  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import video  # pylint: disable=g-import-not-at-top
   per_frame: list[list[Any]] = []
   batch: list[np.ndarray] = []
   shape = (0, 0)
@@ -164,9 +164,9 @@ def process_clip(path: pathlib.Path, root: pathlib.Path, out_dir: pathlib.Path,
 def _process(path: pathlib.Path, clip_id: str, out_dir: pathlib.Path,
              cfg: PrepConfig, detector: Any,
              notes: list[str]) -> dict[str, Any]:
-  from lipsync_jax import audio  # pylint: disable=g-import-not-at-top
-  from lipsync_jax import face_detection as fd  # pylint: disable=g-import-not-at-top
-  from lipsync_jax import video  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import audio  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.vision import face_detection as fd  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import video  # pylint: disable=g-import-not-at-top
 
   try:
     info = video.probe(path)
@@ -382,7 +382,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(cfg: PrepConfig) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   logging.getLogger().setLevel(logging.WARNING)
-  from lipsync_jax import face_detection as fd  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.vision import face_detection as fd  # pylint: disable=g-import-not-at-top
   _WORKER["detector"] = fd.create_detector(cfg.detector)
   _WORKER["cfg"] = cfg
 
@@ -398,7 +398,7 @@ def run(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str],
         progress: bool = True) -> dict[str, Any]:
   """Processes every video under input_dir (resuming), then packs."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from lipsync_jax import face_detection as fd  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.vision import face_detection as fd  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(input_dir).resolve()
   out = pathlib.Path(output_dir).resolve()
   if not root.is_dir():

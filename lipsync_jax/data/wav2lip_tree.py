@@ -50,7 +50,7 @@ def read_filelists(filelists: pathlib.Path) -> dict[str, list[str]]:
 
 def _load_clip(clip_dir: pathlib.Path, clip_id: str, img_size: int
                ) -> tuple[fmt.ClipMeta, np.ndarray, list[np.ndarray | None]]:
-  from lipsync_jax import audio  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import audio  # pylint: disable=g-import-not-at-top
   if not clip_dir.is_dir():
     raise ValueError("clip folder not found")
   nums = sorted(int(p.stem) for p in clip_dir.glob("*.jpg")

@@ -3,7 +3,7 @@
 This is the network behind the published LSE-D / LSE-C numbers: the
 `syncnet_v2.model` weights released with the `syncnet_python` repository. Its
 weights cannot be downloaded here, so this module gives the architecture and a
-converter for that PyTorch state dict; `lipsync_jax.metrics.OriginalSyncNetScorer`
+converter for that PyTorch state dict; `lipsync_jax.evaluation.metrics.OriginalSyncNetScorer`
 plugs it into the sync metrics.
 
 Inputs (NHWC, float32, no normalisation, as the released model expects):

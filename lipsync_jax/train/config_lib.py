@@ -36,6 +36,11 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.coordinator_address = ""       # with distributed: process 0's "host:port", or ""
   c.num_processes = 0              # to auto-detect all three (SLURM, Open MPI,
   c.process_id = -1                # TPU pods, ...)
+  # Multi-host patience: a peer on a busy or slow host may be minutes late to
+  # start, to a heartbeat, or to the exit barrier; these bound hangs, not work.
+  c.distributed_init_timeout_s = 900       # wait for every process to join
+  c.distributed_heartbeat_timeout_s = 600  # a silent peer is declared dead after
+  c.distributed_shutdown_timeout_s = 1800  # wait at the exit barrier for late peers
   c.mesh_model_axis = 1            # >1 shards large params over a "model" axis
   c.mesh_shard_min_size = 2**18    # ... those with at least this many elements
   c.mixed_precision = False        # bf16 compute, fp32 master weights
@@ -63,6 +68,8 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.debug = ml_collections.ConfigDict()
   c.debug.nan_at_step = -1         # poison the batch of this step with NaN
   c.debug.pause_at_step = -1       # fresh runs: wait after this step (kill tests)
+  c.debug.exit_delay_s = 0.0       # this many seconds late to the exit barrier ...
+  c.debug.exit_delay_process = -1  # ... for this process (slow-peer tests)
 
   if phase == "syncnet":
     c.best_metric = "loss"

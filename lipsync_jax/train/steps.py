@@ -21,8 +21,9 @@ import optax
 from jax.sharding import Mesh
 
 from lipsync_jax import losses
-from lipsync_jax import models
+from lipsync_jax.train import families
 from lipsync_jax.train import sharding as sharding_lib
+from lipsync_jax.train.families import apply_module, to_unit
 from lipsync_jax.train.state import TrainState
 
 Array = jax.Array
@@ -34,11 +35,6 @@ LpipsApply = Callable[[PyTree, Array, Array], Array]
 
 IN_BATCH_SCALE = 10.0  # InfoNCE temperature when the expert has no learned scale
 MOUTH_ROW = 48  # rows MOUTH_ROW.. are the lower half of a 96x96 face
-
-
-def to_unit(x: Array) -> Array:
-  """uint8 images -> float32 in [0, 1]."""
-  return x.astype(jnp.float32) / 255.0
 
 
 def generator_inputs(batch: Batch) -> tuple[Array, Array]:
@@ -187,85 +183,18 @@ def combine_generator_losses(parts: Metrics, sync_weight: Array,
   return total
 
 
-def model_family(gen: nn.Module) -> str:
-  """"synctalkface", "au_tcn" or "wav2lip" (one decoding path, no extras)."""
-  from lipsync_jax.models import au_tcn, synctalkface  # pylint: disable=g-import-not-at-top
-  if isinstance(gen, synctalkface.SyncTalkFace):
-    return "synctalkface"
-  if isinstance(gen, au_tcn.AUTCN):
-    return "au_tcn"
-  return "wav2lip"
-
-
-def _apply(module, variables, *args, train, rng, **kw):
-  """module.apply in train (BN batch stats out, dropout rng) or eval mode.
-  Returns (output, new batch_stats or None)."""
-  if train:
-    out, upd = module.apply(variables, *args, train=True, mutable=["batch_stats"],
-                            rngs={"dropout": rng}, **kw)
-    return out, upd["batch_stats"]
-  return module.apply(variables, *args, train=False, **kw), None
-
-
-def _generate(gen, family, variables, batch, faces, gt, frozen, train, rng,
-              au_classifier=None):
-  """Runs the generator. Returns (paths, extra parts, new batch stats):
-  paths are the generated (B,T,96,96,3) [0, 1] frames of each decoding path,
-  the inference path first."""
-  to_model, to_unit_range = models.pixel_maps(gen)
-  parts: Metrics = {}
-  if family == "synctalkface":
-    from lipsync_jax.models.synctalkface import lip_windows, mask_upper_half  # pylint: disable=g-import-not-at-top
-    lip = lip_windows(to_model(to_unit(batch["context"])), gen.lip_window, gen.mask_value)
-    out, stats = _apply(gen, variables, batch["audio"], to_model(faces), lip,
-                        train=train, rng=rng)
-    paths = (to_unit_range(out.images), to_unit_range(out.value_images))
-    parts["store"] = losses.memory_store_loss(out.value_recall, out.lip_query)
-    parts["align"] = losses.memory_alignment_kl(out.lip_address, out.audio_address)
-    # Visual-visual sync: the generated window through a frozen copy of the
-    # lip encoder (stop-gradient weights, BN batch stats discarded), the
-    # ground-truth window of the same frames through the trained one.
-    real_w = mask_upper_half(to_model(gt), gen.mask_value)
-    real_emb, _ = _apply(gen, variables, real_w, train=train, rng=rng, method="encode_lip")
-    frozen_vars = dict(variables, params=jax.lax.stop_gradient(variables["params"]))
-    for name, img in zip(("vv", "vv_value"), paths):
-      fake_w = mask_upper_half(to_model(img), gen.mask_value)
-      fake_emb, _ = _apply(gen, frozen_vars, fake_w, train=train, rng=rng,
-                           method="encode_lip")
-      parts[name] = losses.visual_sync_loss(fake_emb, real_emb)
-    return paths, parts, stats
-  if family == "au_tcn":
-    # one_shot: the whole face from one identity image, the reference's
-    # first frame (channels 3-5).
-    inputs = faces if gen.mode == "inpaint" else faces[:, 0, ..., 3:]
-    out, stats = _apply(gen, variables, batch["audio"], to_model(inputs), train=train,
-                        rng=rng, return_aux=True)
-    pred = to_unit_range(out.images)
-    if "aus" in batch:
-      parts["a2au"] = losses.masked_bce_with_logits(out.au_logits, batch["aus"],
-                                                    batch["au_valid"])
-    if au_classifier is not None:
-      cls_vars = frozen["au_classifier"]
-      lower = lambda x: x[:, :, x.shape[2] // 2:]
-      fake_logits = au_classifier.apply(cls_vars, lower(pred), train=False)
-      real_logits = au_classifier.apply(cls_vars, lower(gt), train=False)
-      parts["au"] = losses.au_consistency_loss(fake_logits, real_logits)
-    return (pred,), parts, stats
-  pred, stats = _apply(gen, variables, batch["audio"], faces, train=train, rng=rng)
-  return (pred.astype(jnp.float32),), parts, stats
-
-
-def _generator_parts(gen, expert_apply, lpips_apply, disc, loss_cfg,
-                     trainable, batch_stats, d_params, frozen, batch, train,
-                     rng=None, au_classifier=None):
+def _generator_parts(family: families.GeneratorFamily, expert_apply, lpips_apply, disc,
+                     loss_cfg, trainable, batch_stats, d_params, frozen, batch, train,
+                     rng=None):
   """Forward pass and loss parts. Returns (parts, new_batch_stats, paths, gt);
-  `paths` are the generated frames of each decoding path (inference first)."""
+  `paths` are the generated frames of each decoding path (inference first):
+  the family's own parts plus L1, sync, LPIPS and GAN on every path."""
   faces, gt = generator_inputs(batch)
   variables = {"params": trainable["model"], "batch_stats": batch_stats}
   if rng is None:
     rng = jax.random.PRNGKey(0)
-  paths, parts, new_stats = _generate(gen, model_family(gen), variables, batch, faces,
-                                      gt, frozen, train, rng, au_classifier)
+  paths, parts, new_stats = family.forward(variables, batch, faces, gt, frozen, train, rng)
+  parts = dict(parts)
   if new_stats is None:
     new_stats = batch_stats
   for i, pred in enumerate(paths):
@@ -298,21 +227,22 @@ def make_generator_train_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any, 
   params, "au_classifier": variables (with `au_classifier`)}. `rng` feeds
   dropout (SyncTalkFace's fusion, au_tcn's heads and TCN).
 
-  Per model family (see `_generate`): wav2lip / lpips_attnwav2lip have one
-  path; SyncTalkFace decodes a key path (audio address, the inference path)
-  and a value path (lip address), each with l1/sync/lpips/gan_g/vv, plus the
-  memory's store and align losses; au_tcn adds a2au and au.
+  The generator's family (`families.family_of`) runs it and adds its own
+  parts: wav2lip / lpips_attnwav2lip have one path; SyncTalkFace decodes a
+  key path (audio address, the inference path) and a value path (lip
+  address), each with l1/sync/lpips/gan_g/vv, plus the memory's store and
+  align losses; au_tcn adds a2au and au.
   """
   expert_apply = make_expert_apply(expert, expert_bn)
+  family = families.family_of(gen, au_classifier=au_classifier)
 
   def step(state: TrainState, batch: Batch, rng: Array):
     trainable = {"model": state.params, "head": state.head}
 
     def g_loss(tr):
       parts, new_stats, paths, gt = _generator_parts(
-          gen, expert_apply, lpips_apply, disc, loss_cfg, tr,
-          state.batch_stats, state.d_params, state.frozen, batch, train=True,
-          rng=rng, au_classifier=au_classifier)
+          family, expert_apply, lpips_apply, disc, loss_cfg, tr,
+          state.batch_stats, state.d_params, state.frozen, batch, train=True, rng=rng)
       total = combine_generator_losses(parts, state.sync_weight, loss_cfg)
       return total, (parts, new_stats, paths, gt)
 
@@ -354,13 +284,13 @@ def make_generator_eval_step(gen: nn.Module, expert: nn.Module, loss_cfg: Any,
   `sync_weight` (the schedule's final value) so that eval losses stay
   comparable across the schedule switch."""
   expert_apply = make_expert_apply(expert, expert_bn)
+  family = families.family_of(gen, au_classifier=au_classifier)
 
   def step(state: TrainState, batch: Batch):
     trainable = {"model": state.params, "head": state.head}
     parts, _, paths, _ = _generator_parts(
-        gen, expert_apply, lpips_apply, disc, loss_cfg, trainable,
-        state.batch_stats, state.d_params, state.frozen, batch, train=False,
-        au_classifier=au_classifier)
+        family, expert_apply, lpips_apply, disc, loss_cfg, trainable,
+        state.batch_stats, state.d_params, state.frozen, batch, train=False)
     metrics = dict(parts, loss=combine_generator_losses(
         parts, jnp.float32(sync_weight), loss_cfg))
     return metrics, paths[0]
@@ -381,8 +311,8 @@ def _au_forward(model: nn.Module, params, batch_stats, batch: Batch, train: bool
     args = (x[:, :, x.shape[2] // 2:],)            # lower halves (B,5,48,96,3)
   else:
     args = (batch["audio"],)                         # (B,5,80,16,1)
-  out, new_stats = _apply(model, {"params": params, "batch_stats": batch_stats}, *args,
-                          train=train, rng=rng)
+  out, new_stats = apply_module(model, {"params": params, "batch_stats": batch_stats}, *args,
+                               train=train, rng=rng)
   logits = out[1] if isinstance(out, tuple) else out
   labels, valid = batch["aus"].astype(jnp.float32), batch["au_valid"].astype(jnp.float32)
   loss = losses.masked_bce_with_logits(logits, labels, valid)

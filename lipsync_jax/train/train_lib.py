@@ -261,7 +261,7 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
       # (configs/lip_sync.py): both take (mel, stacked lower halves).
       path = config.syncnet_checkpoint
       if path == "builtin":  # the landmark expert shipped with the package
-        from lipsync_jax import metrics  # pylint: disable=g-import-not-at-top
+        from lipsync_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
         path = metrics.builtin_pixel_expert_path()
       loaded = model_ckpt.load_model(path, expected_arch=("syncnet_color", "lip_sync_pixels"))
       if loaded.arch == "syncnet_color":
@@ -434,16 +434,33 @@ def _trainable_for_ckpt(state) -> dict[str, Any]:
 
 def _initialize_distributed(config) -> None:
   """jax.distributed.initialize(), with an explicit cluster when the config
-  names a coordinator, else from the cluster environment."""
+  names a coordinator, else from the cluster environment; the timeouts come
+  from the config (generous: a slow peer must not fail the job)."""
+  timeouts = dict(initialization_timeout=int(config.distributed_init_timeout_s),
+                  heartbeat_timeout_seconds=int(config.distributed_heartbeat_timeout_s),
+                  shutdown_timeout_seconds=int(config.distributed_shutdown_timeout_s))
+  if min(timeouts.values()) <= 0:
+    raise TrainConfigError(f"the distributed timeouts must be positive, got {timeouts}")
   if not config.coordinator_address:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**timeouts)
     return
   n, i = int(config.num_processes), int(config.process_id)
   if n < 1 or not 0 <= i < n:
     raise TrainConfigError(f"with coordinator_address, num_processes ({n}) must be >= 1 "
                            f"and process_id ({i}) in [0, {n})")
   jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                             num_processes=n, process_id=i)
+                             num_processes=n, process_id=i, **timeouts)
+
+
+def _leave_distributed(config) -> None:
+  """The exit barrier, reached once this process's last checkpoint is
+  committed (`Checkpointer.close` waits for it). A peer may arrive up to
+  `distributed_shutdown_timeout_s` later."""
+  delay = float(config.debug.exit_delay_s)
+  if delay > 0 and jax.process_index() == int(config.debug.exit_delay_process):
+    log.warning("debug: %.1f s late to the exit barrier", delay)
+    time.sleep(delay)
+  jax.distributed.shutdown()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -607,4 +624,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   }
   if is_main:
     summary_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  if config.distributed:
+    _leave_distributed(config)
   return summary

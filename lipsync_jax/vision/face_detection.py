@@ -342,3 +342,48 @@ def crop_faces(frame: np.ndarray, box: Sequence[int], size: int) -> np.ndarray:
   x1, y1, x2, y2 = (int(v) for v in box)
   return cv2.resize(frame[y1:y2, x1:x2], (size, size),
                     interpolation=cv2.INTER_AREA)
+
+
+def smooth_track(boxes: np.ndarray, found: np.ndarray, window: int) -> np.ndarray:
+  """Smooths (T, 4) boxes over each run of consecutive found frames."""
+  out = boxes.astype(np.float64).copy()
+  t = 0
+  n = len(found)
+  while t < n:
+    if not found[t]:
+      t += 1
+      continue
+    end = t
+    while end < n and found[end]:
+      end += 1
+    out[t:end] = smooth_boxes(out[t:end], window=window)
+    t = end
+  return out
+
+
+def fill_gaps(boxes: np.ndarray, found: np.ndarray, max_gap: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """Bridges short detection misses inside a face track.
+
+  A run of at most `max_gap` frames without a detection *between* two found
+  frames is a miss of the detector, not an absent face: those frames get boxes
+  interpolated linearly from the neighbours. Longer gaps and the frames before
+  the first / after the last detection stay faceless (passed through).
+
+  Args:
+    boxes: (T, 4) x1, y1, x2, y2; rows of not-found frames are ignored.
+    found: (T,) bool.
+  Returns:
+    boxes (T, 4) float64 and usable (T,) bool, usable = found or bridged.
+  """
+  boxes = np.asarray(boxes, np.float64).copy()
+  found = np.asarray(found, bool)
+  usable = found.copy()
+  idx = np.flatnonzero(found)
+  for a, b in zip(idx[:-1], idx[1:]):
+    gap = b - a - 1
+    if 0 < gap <= max_gap:
+      w = (np.arange(1, gap + 1) / (gap + 1))[:, None]
+      boxes[a + 1:b] = (1 - w) * boxes[a] + w * boxes[b]
+      usable[a + 1:b] = True
+  return boxes, usable

@@ -293,8 +293,8 @@ def video_landmarks(path: PathLike, mesh: Optional[FaceMesh] = None,
   Returns:
     VideoLandmarks.
   """
-  from lipsync_jax import face_detection as fd  # pylint: disable=g-import-not-at-top
-  from lipsync_jax import video  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.vision import face_detection as fd  # pylint: disable=g-import-not-at-top
+  from lipsync_jax.io import video  # pylint: disable=g-import-not-at-top
   mesh = mesh or FaceMesh()
   detector = detector or fd.create_detector("default")
   it = video.iter_frames(path, fps=fps)

@@ -363,7 +363,7 @@ def make_clip(seed: int, identity: int | None = None, num_phrases: int = 2,
 
 def write_clip(path: str | pathlib.Path, clip: Clip) -> pathlib.Path:
   """Writes an mp4 (H.264 + AAC) through the project's atomic video writer."""
-  from lipsync_jax import video
+  from lipsync_jax.io import video
   path = pathlib.Path(path)
   h, w = clip.frames.shape[1:3]
   with video.VideoWriter(path, FPS, w, h, audio=(clip.wav, SAMPLE_RATE)) as writer:

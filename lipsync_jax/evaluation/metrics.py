@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.signal
 
-from lipsync_jax import lip_landmarks
+from lipsync_jax.vision import lip_landmarks
 
 VSHIFT = 15
 WINDOW_FRAMES = 5
@@ -84,7 +84,7 @@ class ClipAudio:
     if self.mel is None:
       if self.wav is None:
         raise MetricError("clip has no audio")
-      from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+      from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
       self.mel = audio_lib.melspectrogram(self.wav)
     return self.mel
 
@@ -150,6 +150,17 @@ def _lower_half_windows(faces: jax.Array, window: int) -> jax.Array:
   return w.reshape(w.shape[:3] + (-1,)).astype(jnp.float32) / 255.0
 
 
+def _init_pixel_scorer(scorer: Any, module: Any, variables: Any, name: str,
+                       batch_size: int) -> None:
+  """The fields every pixel SyncNet scorer has: its module, its variables on
+  device (params and BN statistics only), its name and batch size."""
+  scorer.module = module
+  scorer.variables = jax.device_put(
+      {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
+  scorer.name = name
+  scorer.batch_size = batch_size
+
+
 class ExpertScorer:
   """Our `syncnet_color` expert: lower halves of 96x96 crops + mel windows.
 
@@ -160,11 +171,7 @@ class ExpertScorer:
 
   def __init__(self, module: Any, variables: Any, name: str = "syncnet_color",
                batch_size: int = 64):
-    self.module = module
-    self.variables = jax.device_put(
-        {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
-    self.name = name
-    self.batch_size = batch_size
+    _init_pixel_scorer(self, module, variables, name, batch_size)
 
   def video_windows(self, faces: np.ndarray) -> np.ndarray:
     faces = np.asarray(faces)
@@ -175,7 +182,7 @@ class ExpertScorer:
     return np.asarray(_lower_half_windows(faces, WINDOW_FRAMES))
 
   def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
-    from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
     starts = np.asarray(starts, np.int64)
     win = audio_lib.mel_windows(audio.get_mel(), int(starts.max()) + 1, fps)
     return win[starts][..., None].astype(np.float32)
@@ -218,11 +225,7 @@ class OriginalSyncNetScorer:
 
   def __init__(self, module: Any, variables: Any, name: str = "syncnet_original",
                batch_size: int = 16):
-    self.module = module
-    self.variables = jax.device_put(
-        {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
-    self.name = name
-    self.batch_size = batch_size
+    _init_pixel_scorer(self, module, variables, name, batch_size)
 
   def video_windows(self, faces: np.ndarray) -> np.ndarray:
     faces = np.asarray(faces)
@@ -263,7 +266,7 @@ class LipSyncScorer:
   (`lip_landmarks.crop_lips`); frames where it sees no face keep their points
   but a clip with lips on fewer than `min_lip_frames` frames is not scored.
   With `normalise` (recorded in the model's meta by its trainer) the lips and
-  the mel are normalised per clip first (`train.lip_sync_lib.clip_inputs`).
+  the mel are normalised per clip first (`data.lip_windows.clip_inputs`).
   Embeddings are unit vectors: distances lie in [0, 2], on a scale of its
   own, not comparable with SyncNet's LSE-D/LSE-C.
   """
@@ -282,8 +285,8 @@ class LipSyncScorer:
 
   def lips(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, S, S, 3) BGR crops -> lips (T, 40, 2) crop units, valid (T,)."""
-    from lipsync_jax import face_mesh  # pylint: disable=import-outside-toplevel
-    from lipsync_jax import lip_landmarks  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.vision import face_mesh  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
     if self._mesh is None:
       try:
         self._mesh = face_mesh.FaceMesh()
@@ -293,7 +296,7 @@ class LipSyncScorer:
     return lips, presence >= lip_landmarks.MIN_PRESENCE
 
   def video_windows(self, faces: np.ndarray) -> np.ndarray:
-    from lipsync_jax.train import lip_sync_lib  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.data import lip_windows  # pylint: disable=import-outside-toplevel
     faces = np.asarray(faces)
     if faces.ndim != 4 or faces.shape[-1] != 3:
       raise MetricError(f"need (T, H, W, 3) face crops, got {faces.shape}")
@@ -305,17 +308,17 @@ class LipSyncScorer:
       raise MetricError(f"FaceMesh finds lips on {int(valid.sum())} of {len(valid)} frames "
                         f"(< {max(self.min_lip_frames, WINDOW_FRAMES)})")
     if self.normalise:
-      from lipsync_jax import lip_landmarks  # pylint: disable=import-outside-toplevel
+      from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
       lips = lip_landmarks.normalise_clip(lips, valid)
-    return lip_sync_lib.video_windows(lips.astype(np.float32), w)
+    return lip_windows.video_windows(lips.astype(np.float32), w)
 
   def audio_windows(self, audio: ClipAudio, starts: np.ndarray, fps: float) -> np.ndarray:
-    from lipsync_jax.train import lip_sync_lib  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.data import lip_windows  # pylint: disable=import-outside-toplevel
     mel = audio.get_mel()
     if self.normalise:
-      mel = lip_sync_lib.normalise_mel(mel)
+      mel = lip_windows.normalise_mel(mel)
     starts = np.asarray(starts, np.int64)
-    win = lip_sync_lib.mel_windows(mel, int(starts.max()) + 1, fps, self.module.window)
+    win = lip_windows.mel_windows(mel, int(starts.max()) + 1, fps, self.module.window)
     return win[starts][..., None].astype(np.float32)
 
   def embed_video(self, windows: np.ndarray) -> np.ndarray:
@@ -347,14 +350,14 @@ BUILTIN_SCORER = "builtin"
 def builtin_scorer_path() -> str:
   """Directory of the landmark sync expert shipped inside the package."""
   import pathlib  # pylint: disable=import-outside-toplevel
-  return str(pathlib.Path(__file__).resolve().parent / "assets" / "lip_sync_expert")
+  return str(pathlib.Path(__file__).resolve().parent.parent / "assets" / "lip_sync_expert")
 
 
 def builtin_pixel_expert_path() -> str:
   """The same expert behind its lip regressor (`lip_sync_pixels`): what a
   generator trains against with `--config.syncnet_checkpoint=builtin`."""
   import pathlib  # pylint: disable=import-outside-toplevel
-  return str(pathlib.Path(__file__).resolve().parent / "assets" / "lip_sync_expert_pixels")
+  return str(pathlib.Path(__file__).resolve().parent.parent / "assets" / "lip_sync_expert_pixels")
 
 
 def load_builtin_scorer(batch_size: int = 256) -> LipSyncScorer:

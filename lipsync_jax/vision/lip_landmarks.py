@@ -181,14 +181,14 @@ def extract_clip(path: PathLike, mesh=None, detector=None, min_frames: int = 25,
     LipLandmarkError (and video/audio errors, all ValueError): no face, too
     few frames, FaceMesh finds lips on too few frames, no audio.
   """
-  from lipsync_jax import audio as audio_lib  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import evaluate  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import face_detection  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import face_mesh  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_crops  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_detection  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_mesh  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
   mesh = mesh or face_mesh.FaceMesh()
   detector = detector or face_detection.create_detector("default")
-  crops, first, fps, _ = evaluate.video_face_crops(str(path), CROP_SIZE, detector,
+  crops, first, fps, _ = face_crops.video_face_crops(str(path), CROP_SIZE, detector,
                                                    min_frames=min_frames)
   lips, presence = crop_lips(mesh, crops)
   valid = presence >= MIN_PRESENCE
@@ -243,14 +243,14 @@ def speaker_of(rel: str) -> str:
 
 def list_videos(root: PathLike) -> list[pathlib.Path]:
   """Every video under ``root`` (recursively), sorted."""
-  from lipsync_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_crops  # pylint: disable=import-outside-toplevel
   root = pathlib.Path(root)
   if root.is_file():
     return [root]
   if not root.is_dir():
     raise LipLandmarkError(f"not a file or directory: {root}")
   return sorted(p for p in root.rglob("*")
-                if p.is_file() and p.suffix.lower() in evaluate.VIDEO_EXTENSIONS)
+                if p.is_file() and p.suffix.lower() in face_crops.VIDEO_EXTENSIONS)
 
 
 def read_speakers(root: PathLike) -> dict[str, str]:
@@ -277,8 +277,8 @@ def extract_videos(roots: Sequence[PathLike], cache_dir: Optional[PathLike] = No
   cannot be used (no face, too few frames with lips, no audio, ...): they are
   listed, never silently dropped.
   """
-  from lipsync_jax import face_detection  # pylint: disable=import-outside-toplevel
-  from lipsync_jax import face_mesh  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_detection  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import face_mesh  # pylint: disable=import-outside-toplevel
   import tqdm  # pylint: disable=import-outside-toplevel
   files = []
   for root in roots:

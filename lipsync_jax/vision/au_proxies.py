@@ -434,7 +434,7 @@ class FaceMeshProxySource:
     return compute_proxies(landmarks, self.config, valid, self.p95)
 
   def labels(self, clip: PathLike) -> AULabels:
-    from lipsync_jax import face_mesh  # pylint: disable=g-import-not-at-top
+    from lipsync_jax.vision import face_mesh  # pylint: disable=g-import-not-at-top
     if self._mesh is None:
       self._mesh = face_mesh.FaceMesh()
     vl = face_mesh.video_landmarks(clip, self._mesh, self._detector,

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any, Sequence
 
 import matplotlib
@@ -36,27 +35,14 @@ import matplotlib.ticker  # noqa: E402  pylint: disable=wrong-import-position
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
+from lipsync_jax.io import files as files_lib  # noqa: E402  pylint: disable=wrong-import-position
+
 FILES = ("report.json", "report.md", "lse_c_per_clip.png", "offset_hist.png",
          "sync_conf_worst.png", "mouth_grid.png")
 
 # Direction of each metric, for the tables.
 HIGHER_IS_BETTER = {"lse_c": True, "lse_d": False, "psnr": True, "ssim": True,
                     "lpips": False, "lmd": False, "gt_lse_c": True, "gt_lse_d": False}
-
-
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except OSError:
-      pass
-    raise
 
 
 def _json_clean(v: Any) -> Any:
@@ -215,6 +201,6 @@ def write_report(out_dir: str | os.PathLike, report: dict,
     files["mouth_grid.png"] = plot_grid(grid)
   paths = []
   for name, data in files.items():
-    _atomic_write_bytes(out / name, data)
+    files_lib.atomic_write_bytes(out / name, data)
     paths.append(out / name)
   return paths

@@ -1,6 +1,6 @@
 """SyncTalkFace memory inspection: decode one mouth per memory slot.
 
-  python -m lipsync_jax.memory_grid --checkpoint RUN_OR_MODEL --data DATA_DIR \
+  python -m lipsync_jax.evaluation.memory_grid --checkpoint RUN_OR_MODEL --data DATA_DIR \
       --out slots.png [--split val] [--clip 0] [--frame 0.5] [--audio-free]
 
 The paper's memory analysis: force a one-hot address on each slot of the
@@ -29,6 +29,8 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from lipsync_jax.io import files
 
 ARCHS = ("synctalkface", "synctalkface_paper")
 
@@ -135,12 +137,6 @@ def _identity(data_dir: str, split: str, clip: int, frame: float, size: int):
   return face, reader.mel(c, m0, m0 + sources.MEL_WINDOW), f"{c.clip_id} frame {t}"
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
   import cv2  # pylint: disable=import-outside-toplevel
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
@@ -161,13 +157,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   ok, png = cv2.imencode(".png", grid_image(lower))
   if not ok:
     raise MemoryGridError("PNG encoding failed")
-  _atomic_write(out, png.tobytes())
-  _atomic_write(out.with_suffix(".json"), json.dumps(stats, indent=2).encode())
+  files.atomic_write_bytes(out, png.tobytes())
+  files.atomic_write_bytes(out.with_suffix(".json"), json.dumps(stats, indent=2).encode())
   return stats
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lipsync_jax.memory_grid",
+  p = argparse.ArgumentParser(prog="python -m lipsync_jax.evaluation.memory_grid",
                               description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="synctalkface model dir or training workdir")
   p.add_argument("--data", required=True, help="dataset folder (identity frames)")

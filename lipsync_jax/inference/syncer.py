@@ -1,0 +1,401 @@
+"""`LipSyncer`: one jit-compiled generator, run over face + speech inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import tempfile
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from lipsync_jax.vision import blending
+from lipsync_jax.io import video as video_lib
+from lipsync_jax.vision.face_detection import fill_gaps, smooth_track
+from lipsync_jax.inference.options import (CACHE_FORMAT, FACE_SIZE, InferenceError,
+                                           InferenceOptions, InputNotFoundError, RunReport,
+                                           default_cache_dir, file_sha256)
+from lipsync_jax.inference.pipeline import END, Pipe, StageThread, Stop, Timer, quiet_native_stderr
+from lipsync_jax.inference.sources import FaceInput, FrameSource, PreparedJob, prepare, resize_frame
+
+# jax/flax/orbax are imported where the model is built, so that bad input is
+# reported (by `prepare`) before paying for those imports.
+
+
+class LipSyncer:
+  """A compiled generator plus the inference pipeline around it.
+
+  Args:
+    module: a generator `flax.linen.Module` (contract: audio (N, 80, 16, 1),
+      faces (N, 96, 96, 6) BGR [0, 1] -> (N, 96, 96, 3) sigmoid).
+    variables: its {"params", "batch_stats"}.
+    arch: registry name, for reports.
+    options: `InferenceOptions`; keyword arguments override its fields.
+  """
+
+  def __init__(self, module, variables, arch: str = "wav2lip",
+               options: InferenceOptions | None = None, **overrides):
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    options = dataclasses.replace(options or InferenceOptions(), **overrides)
+    options.validate()
+    self.options = options
+    self.arch = arch
+    self.module = module
+    self._detector = None
+    self._stats = {"compilations": 0}  # shared with `with_options` copies
+
+    # Data parallel over the local devices: the batch is split along its
+    # first axis, the weights are replicated.
+    devices = np.array(jax.local_devices())
+    self.num_devices = len(devices)
+    from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+    unit = self.num_devices * models.frames_per_call(module)
+    self.batch_size = int(math.ceil(options.batch_size / unit)) * unit
+    mesh = Mesh(devices, ("data",))
+    self.data_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    self.variables = jax.device_put(
+        {k: v for k, v in variables.items() if k in ("params", "batch_stats")}, replicated)
+
+    stats = self._stats
+
+    def generate(variables, mel, crops):
+      """(N, 80, 16, 1) f32 mels, (N, 96, 96, 3) u8 crops -> (N, 96, 96, 3) u8."""
+      stats["compilations"] += 1  # runs at trace time only: counts compilations
+      crops = crops.astype(jnp.float32) / 255.0
+      masked = crops.at[:, FACE_SIZE // 2:].set(0.0)
+      faces = jnp.concatenate([masked, crops], axis=-1)
+      out = models.generate_frames(module, variables, mel, faces)
+      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+
+    self.generate_batch = jax.jit(
+        generate, in_shardings=(replicated, self.data_sharding, self.data_sharding),
+        out_shardings=self.data_sharding)
+
+  @classmethod
+  def from_checkpoint(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
+                      **overrides) -> "LipSyncer":
+    """Loads a generator checkpoint (model dir, training workdir or upstream
+    `.pth`) with `checkpoint.load_model`; refuses other architectures."""
+    from lipsync_jax import checkpoint
+    from lipsync_jax.models import ALL_GENERATORS
+    path = os.fspath(path)
+    if not os.path.exists(path):
+      raise InputNotFoundError(f"checkpoint not found: {path}")
+    loaded = checkpoint.load_model(path, expected_arch=ALL_GENERATORS)
+    return cls(loaded.module, loaded.variables, loaded.arch, options, **overrides)
+
+  @property
+  def compilations(self) -> int:
+    """How many times the generator was traced (= compiled) so far."""
+    return self._stats["compilations"]
+
+  def with_options(self, **overrides) -> "LipSyncer":
+    """A LipSyncer with other options that shares this one's compiled
+    generator (unless the batch size changes, which needs a new compile)."""
+    options = dataclasses.replace(self.options, **overrides)
+    options.validate()
+    if options.batch_size != self.options.batch_size:
+      return LipSyncer(self.module, self.variables, self.arch, options)
+    other = copy.copy(self)
+    other.options = options
+    if options.detector != self.options.detector:
+      other._detector = None
+    return other
+
+  @property
+  def detector(self):
+    if self._detector is None:
+      from lipsync_jax.vision import face_detection
+      with quiet_native_stderr():  # TFLite prints an INFO line when created
+        self._detector = face_detection.create_detector(self.options.detector)
+    return self._detector
+
+  def warmup(self) -> None:
+    """Compiles the generator for the fixed batch shape."""
+    import jax
+    mel = np.zeros((self.batch_size, 80, 16, 1), np.float32)
+    crops = np.zeros((self.batch_size, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+    jax.block_until_ready(self.generate_batch(self.variables, mel, crops))
+
+  # --- face track -----------------------------------------------------------
+
+  def _cache_path(self, face: FaceInput) -> pathlib.Path | None:
+    opts = self.options
+    if not opts.box_cache or face.image is not None:
+      return None
+    root = pathlib.Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+    key = json.dumps({"format": CACHE_FORMAT, "file": file_sha256(face.path),
+                      "detector": opts.detector, "resize_factor": int(opts.resize_factor),
+                      "resample_fps": face.resample_fps}, sort_keys=True)
+    return root / (hashlib.sha256(key.encode()).hexdigest() + ".npz")
+
+  @staticmethod
+  def _read_cache(path: pathlib.Path | None):
+    if path is None or not path.is_file():
+      return None
+    try:
+      with np.load(path) as z:
+        return z["boxes"].astype(np.float64), z["found"].astype(bool)
+    except Exception:  # a broken cache entry is recomputed, never fatal
+      return None
+
+  @staticmethod
+  def _write_cache(path: pathlib.Path | None, boxes: np.ndarray, found: np.ndarray) -> None:
+    """Atomic write (temp file in the same folder + rename); failures ignored."""
+    if path is None:
+      return
+    tmp = None
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+      with os.fdopen(fd, "wb") as f:
+        np.savez(f, boxes=boxes.astype(np.float32), found=found)
+      os.replace(tmp, path)
+    except OSError:
+      if tmp is not None:
+        with contextlib.suppress(OSError):
+          os.unlink(tmp)
+
+  def _detect_all(self, face: FaceInput, timer: Timer) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Raw track: boxes (N, 4) float (x1, y1, x2, y2), found (N,), notes."""
+    from lipsync_jax.vision import face_detection
+    opts = self.options
+    detector = self.detector
+    if face.image is not None:
+      frame = resize_frame(face.image, opts.resize_factor)
+      with timer("detect"):
+        per_frame = detector.detect([frame])
+      boxes, found, notes = face_detection.select_track(per_frame)
+      return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(found, bool), list(notes)
+
+    abort = threading.Event()
+    pipe = Pipe(opts.queue_size, abort)
+    bs = max(1, opts.detect_batch_size)
+
+    def produce():
+      batch: list[np.ndarray] = []
+      it = video_lib.iter_frames(face.path, fps=face.resample_fps)
+      while True:
+        with timer("decode"):
+          frame = next(it, None)
+          if frame is not None:
+            frame = resize_frame(frame, opts.resize_factor)
+        if frame is None:
+          break
+        batch.append(frame)
+        if len(batch) == bs:
+          pipe.put(batch)
+          batch = []
+      if batch:
+        pipe.put(batch)
+      pipe.put(END)
+
+    thread = StageThread(produce, abort, "lipsync-detect-decode")
+    thread.start()
+    per_frame: list = []
+    try:
+      while (batch := pipe.get()) is not END:
+        with timer("detect"):
+          per_frame.extend(detector.detect(batch))
+    except Stop:
+      pass
+    finally:
+      abort.set()  # stops the decoder when detection failed
+      thread.join()
+    if thread.error is not None:
+      raise thread.error
+    if not per_frame:
+      raise InferenceError(f"no frames could be decoded from {face.path}")
+    boxes, found, notes = face_detection.select_track(per_frame)
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(found, bool), list(notes)
+
+  def _final_boxes(self, boxes: np.ndarray, found: np.ndarray,
+                   frame_shape: tuple[int, int]) -> np.ndarray:
+    """Pads, smooths and clips a raw track; rows of not-found frames are junk."""
+    from lipsync_jax.vision import face_detection
+    padded = np.asarray(face_detection.pad_and_clip(boxes, self.options.pads, frame_shape),
+                        np.float64)
+    if not self.options.nosmooth:
+      padded = smooth_track(padded, found, self.options.smooth_window)
+    return padded
+
+  # --- the run --------------------------------------------------------------
+
+  def run(self, face: str | os.PathLike, audio: str | os.PathLike,
+          outfile: str | os.PathLike) -> RunReport:
+    """Lip-syncs `face` (video or image) to `audio` and writes `outfile`."""
+    return self.run_prepared(prepare(face, audio, outfile, self.options))
+
+  def run_prepared(self, job: PreparedJob) -> RunReport:
+    """Runs a job checked by `prepare` (with the same options)."""
+    t_start = time.perf_counter() - job.prepare_seconds
+    opts = self.options
+    fin, timer, n_out = job.face, job.timer, job.frames
+    notes: list[str] = []
+    fw, fh = resize_frame(np.zeros((fin.height, fin.width, 1), np.uint8),
+                           opts.resize_factor).shape[1::-1]
+
+    # Face track per source frame.
+    cached = False
+    n_source: int | None = 1 if fin.image is not None else None
+    if opts.box is not None:
+      top, bottom, left, right = opts.box
+      fixed = np.array([left, top, right, bottom], np.float64)
+      track = lambda src: fixed
+      has_face = lambda src: True
+    else:
+      cache_path = self._cache_path(fin)
+      hit = self._read_cache(cache_path)
+      if hit is not None:
+        raw_boxes, found = hit
+        cached = True
+      else:
+        raw_boxes, found, det_notes = self._detect_all(fin, timer)
+        notes += det_notes
+        self._write_cache(cache_path, raw_boxes, found)
+      n_source = len(found)
+      if fin.image is not None and not found.any():
+        raise InferenceError(f"no face found in image: {fin.path}")
+      if not found.any():
+        notes.append("no face found in any frame: the video is passed through unchanged")
+      raw_boxes, usable = fill_gaps(raw_boxes, found, opts.max_gap)
+      if usable.sum() > found.sum():
+        notes.append(f"bridged {int(usable.sum() - found.sum())} source frame(s) of "
+                     f"short detection gaps (<= {opts.max_gap} frames)")
+      final = self._final_boxes(raw_boxes, usable, (fh, fw))
+      track = lambda src: final[src]
+      has_face = lambda src: src < len(usable) and bool(usable[src])
+
+    with tempfile.TemporaryDirectory(prefix="lipsync_") as tmpdir:
+      source = FrameSource(fin, opts.resize_factor, n_source, tmpdir)
+      frames_without_face, first_frame_at = self._generate_and_write(
+          source, n_out, job.windows, track, has_face, fin.fps, (fw, fh),
+          (job.wav, job.sample_rate), job.outfile, timer)
+      n_source = source.n_source or n_source or n_out
+
+    timings = dict(timer.totals)
+    timings["total"] = time.perf_counter() - t_start
+    # Time to first frame: what a user waits before output starts (includes
+    # compiling the generator on its first batch, unless it is cached).
+    timings["first_frame"] = first_frame_at - t_start
+    if frames_without_face:
+      notes.append(f"{frames_without_face} of {n_out} frames had no face and were "
+                   "passed through unchanged")
+    return RunReport(face=fin.path, audio=job.audio, outfile=job.outfile, fps=fin.fps,
+                     frames=n_out, source_frames=int(n_source),
+                     frames_without_face=frames_without_face,
+                     audio_seconds=job.audio_seconds,
+                     ping_pong=fin.image is None and n_out > n_source,
+                     detection_cached=cached, timings=timings, notes=notes)
+
+  def _generate_and_write(self, source: FrameSource, n_out: int, windows: np.ndarray,
+                          track, has_face, fps: float, size: tuple[int, int],
+                          audio: tuple[np.ndarray, int], outfile: str, timer: Timer
+                          ) -> tuple[int, float]:
+    opts = self.options
+    bs = self.batch_size
+    abort = threading.Event()
+    to_gen = Pipe(opts.queue_size, abort)
+    to_paste = Pipe(opts.queue_size, abort)
+
+    # A chunk: consecutive output frames holding up to `bs` faces. Frames
+    # without a face ride along; a chunk is closed early after 2*bs frames so
+    # that long faceless stretches do not pile up in memory.
+    def produce():
+      frames, boxes, crops, rows = [], [], [], []
+
+      def flush():
+        nonlocal frames, boxes, crops, rows
+        if frames:
+          to_gen.put((frames, boxes, crops, rows))
+        frames, boxes, crops, rows = [], [], [], []
+
+      it = source.frames(n_out)
+      while True:
+        with timer("decode"):
+          item = next(it, None)
+          if item is None:
+            break
+          j, src, frame = item
+          box = None
+          if has_face(src):
+            box = blending.clip_box(track(src), frame.shape)
+          if box is not None:
+            x1, y1, x2, y2 = box
+            crops.append(cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE),
+                                    interpolation=cv2.INTER_AREA))
+            rows.append(j)
+          frames.append(frame)
+          boxes.append(box)
+        if len(crops) == bs or len(frames) >= 2 * bs:
+          flush()
+      flush()
+      to_gen.put(END)
+
+    def generate():
+      while (chunk := to_gen.get()) is not END:
+        frames, boxes, crops, rows = chunk
+        out = None
+        if crops:
+          with timer("generate"):
+            n = len(crops)
+            batch_crops = np.zeros((bs, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+            batch_crops[:n] = np.stack(crops)
+            batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
+            batch_mel = np.zeros((bs, 80, 16, 1), np.float32)
+            batch_mel[:n, ..., 0] = windows[np.asarray(rows)]
+            batch_mel[n:] = batch_mel[n - 1]
+            out = np.asarray(self.generate_batch(self.variables, batch_mel, batch_crops))[:n]
+        to_paste.put((frames, boxes, out))
+      to_paste.put(END)
+
+    producer = StageThread(produce, abort, "lipsync-decode")
+    generator = StageThread(generate, abort, "lipsync-generate")
+    producer.start()
+    generator.start()
+    without_face = 0
+    written = 0
+    first_frame_at = time.perf_counter()
+    try:
+      with video_lib.VideoWriter(outfile, fps, size[0], size[1], audio=audio) as writer:
+        while (chunk := to_paste.get()) is not END:
+          frames, boxes, out = chunk
+          k = 0
+          for frame, box in zip(frames, boxes):
+            if box is None:
+              without_face += 1
+            else:
+              with timer("paste"):
+                frame = np.array(frame)  # spilled/static frames may be shared
+                blending.paste(frame, box, out[k], hard=opts.hard_paste,
+                               color_match=opts.color_match)
+              k += 1
+            with timer("encode"):
+              writer.write(frame)
+            if not written:
+              first_frame_at = time.perf_counter()
+            written += 1
+        if written != n_out:
+          raise InferenceError(f"internal error: wrote {written} of {n_out} frames")
+    except Stop:
+      pass
+    finally:
+      abort.set()  # unblocks the other stages when we leave early
+      producer.join()
+      generator.join()
+    for t in (producer, generator):
+      if t.error is not None:
+        raise t.error
+    return without_face, first_frame_at
