@@ -19,7 +19,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+
+from lipsync_jax.io import files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,16 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write_json(path: str, data) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".report", suffix=".json", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  files.atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def _one_line(e: BaseException) -> str:

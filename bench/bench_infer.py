@@ -96,6 +96,15 @@ def _weights(width: float = 1.0):
     return module, jax.tree_util.tree_map_with_path(leaf, shapes), "random numpy fill"
 
 
+def _speech_head(src, seconds: float, dst: str) -> str:
+  """Writes the first `seconds` of `src`'s audio (16 kHz mono) to `dst`."""
+  from lipsync_jax.io import audio as audio_lib
+  import soundfile as sf
+  sf.write(dst, audio_lib.load_audio(src)[:int(seconds * audio_lib.SAMPLE_RATE)],
+           audio_lib.SAMPLE_RATE)
+  return dst
+
+
 def _rss_mb() -> float:
   with open("/proc/self/status") as f:
     for line in f:
@@ -120,10 +129,7 @@ def bench_e2e(syncer, quick: bool) -> list[dict[str, Any]]:
       clip = SHARED / rel
       audio = clip
       if quick:  # 1 s of the clip's audio
-        from lipsync_jax.io import audio as audio_lib
-        import soundfile as sf
-        audio = os.path.join(tmp, "quick.wav")
-        sf.write(audio, audio_lib.load_audio(clip)[:16000], 16000)
+        audio = _speech_head(clip, 1.0, os.path.join(tmp, "quick.wav"))
       for mode in ("cold", "cached"):
         out = os.path.join(tmp, f"out_{mode}.mp4")
         cpu = time.process_time()
@@ -262,12 +268,9 @@ def bench_warm(batch_size: int) -> list[dict[str, Any]]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS")}
     env["LIPSYNC_CACHE_DIR"] = os.path.join(tmp, "cache")
-    from lipsync_jax.io import audio as audio_lib
-    import soundfile as sf
-    seconds = 3.0  # both speeches cut to the same length: the runs differ by the cache alone
     for run, audio in zip(("cold", "warm"), WARM_AUDIO):
-      wav = os.path.join(tmp, f"{run}.wav")
-      sf.write(wav, audio_lib.load_audio(SHARED / audio)[:int(seconds * 16000)], 16000)
+      # Both speeches cut to the same length: the runs differ by the cache alone.
+      wav = _speech_head(SHARED / audio, 3.0, os.path.join(tmp, f"{run}.wav"))
       report = os.path.join(tmp, f"{run}.json")
       cmd = [sys.executable, str(REPO / "infer.py"), "--checkpoint", model,
              "--face", str(SHARED / WARM_CLIP), "--audio", wav,

@@ -32,6 +32,14 @@ def cache_root() -> pathlib.Path:
   return pathlib.Path(xdg) / "lipsync_jax"
 
 
+def add_no_cache_argument(parser) -> None:
+  """The `--no-cache` flag of the commands whose only cache is the compiled
+  programs (`infer.py` has its own: it also covers the box tracks)."""
+  parser.add_argument("--no-cache", action="store_true",
+                      help="leave JAX's persistent compilation cache off (default: on, "
+                           "under $LIPSYNC_CACHE_DIR or ~/.cache/lipsync_jax)")
+
+
 def enable_compilation_cache(root: str | os.PathLike | None = None,
                              min_compile_time_s: float = MIN_COMPILE_TIME_S) -> str | None:
   """Turns on JAX's persistent compilation cache in `root/xla` (default

@@ -41,6 +41,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lipsync_jax import cache
+
 # jax, flax and the training code are imported inside the stages, so that
 # `--help` and argument errors are instant.
 
@@ -522,12 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--force", action="store_true", help="replace an existing demo workdir")
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--no-cache", action="store_true",
-                 help="leave JAX's persistent compilation cache off (default: on, "
-                      "under $LIPSYNC_CACHE_DIR or ~/.cache/lipsync_jax)")
+  cache.add_no_cache_argument(p)
   a = p.parse_args(argv)
   if not a.no_cache:
-    from lipsync_jax import cache  # pylint: disable=import-outside-toplevel
     cache.enable_compilation_cache()
   try:
     summary = run_demo(a.workdir, quick=a.quick, seed=a.seed, force=a.force,

@@ -50,10 +50,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lipsync_jax import cache
 from lipsync_jax.evaluation import metrics
 from lipsync_jax import models
 from lipsync_jax.evaluation import report as report_lib
-from lipsync_jax.vision.face_crops import SCORING_FPS, VIDEO_EXTENSIONS, longest_run, video_face_crops  # pylint: disable=unused-import
+from lipsync_jax.vision.face_crops import (SCORING_FPS, VIDEO_EXTENSIONS, longest_run,
+                                           video_face_crops)
 
 MODES = ("paired", "unpaired")
 FACE_SIZE = 96
@@ -359,9 +361,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--detector", default="default", help="face detector for --videos")
   p.add_argument("--quiet", action="store_true")
-  p.add_argument("--no-cache", action="store_true",
-                 help="leave JAX's persistent compilation cache off (default: on, "
-                      "under $LIPSYNC_CACHE_DIR or ~/.cache/lipsync_jax)")
+  cache.add_no_cache_argument(p)
   return p.parse_args(argv)
 
 
@@ -440,7 +440,6 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   if not args.no_cache:
-    from lipsync_jax import cache  # pylint: disable=import-outside-toplevel
     cache.enable_compilation_cache()
   try:
     run(args)

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from lipsync_jax.vision import blending
+from lipsync_jax.io import files
 from lipsync_jax.io import video as video_lib
 from lipsync_jax.vision.face_detection import fill_gaps, smooth_track
 from lipsync_jax.inference.options import (CACHE_FORMAT, FACE_SIZE, InferenceError,
@@ -156,17 +158,10 @@ class LipSyncer:
     """Atomic write (temp file in the same folder + rename); failures ignored."""
     if path is None:
       return
-    tmp = None
-    try:
-      path.parent.mkdir(parents=True, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, boxes=boxes.astype(np.float32), found=found)
-      os.replace(tmp, path)
-    except OSError:
-      if tmp is not None:
-        with contextlib.suppress(OSError):
-          os.unlink(tmp)
+    buf = io.BytesIO()
+    np.savez(buf, boxes=boxes.astype(np.float32), found=found)
+    with contextlib.suppress(OSError):
+      files.atomic_write_bytes(path, buf.getvalue())
 
   def _detect_all(self, face: FaceInput, timer: Timer) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Raw track: boxes (N, 4) float (x1, y1, x2, y2), found (N,), notes."""

@@ -159,6 +159,7 @@ def family_of(gen: nn.Module, **kw) -> GeneratorFamily:
   for klass in type(gen).__mro__:
     if klass in _FAMILIES:
       factory = _FAMILIES[klass]
-      fields = {f.name for f in dataclasses.fields(factory)} if dataclasses.is_dataclass(factory) else set(kw)
-      return factory(gen, **{k: v for k, v in kw.items() if k in fields and v is not None})
+      fields = ({f.name for f in dataclasses.fields(factory)}
+                if dataclasses.is_dataclass(factory) else set(kw))
+      return factory(gen, **{k: v for k, v in kw.items() if k in fields})
   return OnePathFamily(gen)

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import cv2
 import numpy as np
 import tqdm
 
+from lipsync_jax.io import files
+
 
 def write_json_atomic(path: str, obj: Any) -> None:
   """json.dump to a temp file beside `path`, then os.replace."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  files.atomic_write_text(path, json.dumps(obj, indent=2, default=float))
 
 
 def _truncate_jsonl(path: str, max_step: int) -> None:
@@ -33,11 +25,7 @@ def _truncate_jsonl(path: str, max_step: int) -> None:
   with open(path) as f:
     lines = [ln for ln in f if ln.strip()]
   keep = [ln for ln in lines if json.loads(ln)["step"] <= max_step]
-  folder = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-  with os.fdopen(fd, "w") as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+  files.atomic_write_text(path, "".join(keep))
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -142,8 +130,5 @@ def save_sample_grid(workdir: str, step: int, batch: dict[str, np.ndarray],
   if not ok:
     raise RuntimeError("PNG encoding failed")
   path = os.path.join(folder, f"step_{step:07d}.png")
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-  with os.fdopen(fd, "wb") as f:
-    f.write(png.tobytes())
-  os.replace(tmp, path)
+  files.atomic_write_bytes(path, png.tobytes())
   return path
