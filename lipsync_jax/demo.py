@@ -20,9 +20,12 @@ Offline and on CPU, from installed packages only:
 5. lipsync     the held-out face to the held-out sentence with the inference
                pipeline, with the initial (untrained) and the trained weights.
 6. evaluate    LSE-D / LSE-C (our expert as scorer) of before, after and the
-               ground truth, with the evaluation code.
+               ground truth, with the evaluation code; then (stage "mouth")
+               the lip colour on the truth's lip pixels and the mouth-crop
+               LPIPS against the truth, before and after.
 7. report      DIR/demo.mp4 (input | output | ground truth, with the audio),
                DIR/report/ (loss curves, mouth-crop grid), DIR/demo_summary.json
+               (with the machine and each training stage's seconds a step)
                and the printed table.
 """
 
@@ -42,13 +45,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lipsync_jax import cache
+from lipsync_jax import machine
 
 # jax, flax and the training code are imported inside the stages, so that
 # `--help` and argument errors are instant.
 
 IDENTITIES = 4
 HELDOUT_IDENTITY = 3
-STAGES = ("synthesize", "prepare", "expert", "generator", "lipsync", "evaluate", "report")
+STAGES = ("synthesize", "prepare", "expert", "generator", "lipsync", "evaluate", "mouth",
+          "report")
 
 
 class DemoError(ValueError):
@@ -156,8 +161,10 @@ def synthesize_data(workdir: pathlib.Path, spec: DemoSpec, seed: int,
                                    **face_voice)
       synthetic.write_clip(d / "face.mp4", face)
       bar.update()
-      truth = synthetic.render_clip(text, HELDOUT_IDENTITY, motion_seed=motion_seed, **voice)
+      truth = synthetic.render_clip(text, HELDOUT_IDENTITY, motion_seed=motion_seed,
+                                    lip_mask=True, **voice)
       synthetic.write_clip(d / "ground_truth.mp4", truth)
+      np.savez_compressed(d / "lip_mask.npz", mask=truth.lip_mask)
       _write_wav(d / "speech.wav", truth.wav, synthetic.SAMPLE_RATE, sf)
       bar.update()
       pairs.append({"dir": str(d), "face_text": face_text, "text": text,
@@ -307,6 +314,42 @@ def score_videos(workdir: pathlib.Path, pairs: Sequence[dict[str, Any]],
   return {"scorer": scorer.name, "scores": summary, "crops": crops_first}
 
 
+def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
+                 ) -> dict[str, Any]:
+  """How the redrawn mouth looks next to the ground truth, before and after.
+
+  lip colour: `metrics.masked_lab_distance` of the output frames on the ground
+  truth's lip pixels (DIR/heldout/pair<j>/lip_mask.npz), averaged over the
+  pairs; mouth LPIPS: AlexNet LPIPS of the lower halves of the first pair's
+  face crops against the ground truth's.
+  """
+  from lipsync_jax.io import video as video_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
+  out: dict[str, Any] = {}
+  lpips = metrics.LPIPSMetric("alexnet")
+  for name in ("before", "after"):
+    colours = []
+    for pair in pairs:
+      d = pathlib.Path(pair["dir"])
+      mask = np.load(d / "lip_mask.npz")["mask"]
+      frames = np.stack(list(video_lib.iter_frames(str(d / f"{name}.mp4"))))
+      truth = np.stack(list(video_lib.iter_frames(str(d / "ground_truth.mp4"))))
+      n = min(len(frames), len(truth), len(mask))
+      colours.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
+    entry = {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
+             "lip_mean_colour_lab_distance": float(np.mean(
+                 [c["mean_colour_lab_distance"] for c in colours])),
+             "lip_mean_bgr": colours[0]["mean_bgr"],
+             "truth_lip_mean_bgr": colours[0]["target_mean_bgr"]}
+    if name in crops and "ground_truth" in crops:
+      n = min(len(crops[name]), len(crops["ground_truth"]))
+      half = crops[name].shape[1] // 2
+      entry["mouth_lpips"] = float(np.mean(lpips(crops[name][:n, half:],
+                                                 crops["ground_truth"][:n, half:])))
+    out[name] = entry
+  return out
+
+
 # -----------------------------------------------------------------------------
 # Stage 7: outputs.
 # -----------------------------------------------------------------------------
@@ -432,9 +475,23 @@ def format_table(summary: dict[str, Any]) -> str:
       if name in scores:
         s = scores[name]
         lines.append(f"{label:<26}{s['lse_d']:>22.4f}{s['lse_c']:>23.4f}")
+  mouth = summary.get("mouth") or {}
+  if mouth.get("before") and mouth.get("after"):
+    a, b = mouth["before"], mouth["after"]
+    lines.append(f"mouth vs ground truth, init -> trained: lip colour (Lab distance on the "
+                 f"truth's lip pixels) {a['lip_lab_distance']:.1f} -> "
+                 f"{b['lip_lab_distance']:.1f}, mouth-crop LPIPS "
+                 f"{a.get('mouth_lpips', float('nan')):.3f} -> "
+                 f"{b.get('mouth_lpips', float('nan')):.3f}")
   lines.append("time per stage:")
   for stage, secs in summary.get("timings_s", {}).items():
-    lines.append(f"  {stage:<12}{secs:8.1f} s")
+    per_step = (summary.get(stage) or {}).get("step_time_s") if stage in (
+        "expert", "generator") else None
+    steps = (summary.get(stage) or {}).get("step")
+    extra = f"  ({steps} steps, {per_step:.3f} s a step)" if per_step else ""
+    lines.append(f"  {stage:<12}{secs:8.1f} s{extra}")
+  if summary.get("machine"):
+    lines.append(f"machine: {machine.one_line(summary['machine'])}")
   return "\n".join(lines)
 
 
@@ -473,7 +530,8 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
   _check_workdir(workdir, force)
   timings: dict[str, float] = {}
   summary: dict[str, Any] = {"workdir": str(workdir), "quick": quick, "seed": seed,
-                             "spec": dataclasses.asdict(spec), "timings_s": timings}
+                             "spec": dataclasses.asdict(spec),
+                             "machine": machine.describe(), "timings_s": timings}
   t_all = time.perf_counter()
 
   def stage(name: str, fn, *args, **kwargs):
@@ -499,6 +557,7 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
   sync = stage("evaluate", score_videos, workdir, data["heldout"], progress)
   crops = sync.pop("crops")
   summary["sync"] = sync
+  summary["mouth"] = stage("mouth", score_mouths, data["heldout"], crops)
 
   def _outputs():
     video = write_side_by_side(pathlib.Path(data["heldout"][0]["dir"]), workdir / "demo.mp4")
@@ -510,8 +569,8 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
 
 
 def _brief(train_summary: dict[str, Any]) -> dict[str, Any]:
-  keys = ("status", "step", "wall_time_s", "steps_per_s", "final_train", "initial_eval",
-          "final_eval")
+  keys = ("status", "step", "wall_time_s", "steps_per_s", "step_time_s", "final_train",
+          "initial_eval", "final_eval")
   return {k: train_summary.get(k) for k in keys}
 
 

@@ -99,11 +99,15 @@ def save_model(path: str | os.PathLike, arch: str, config: Mapping[str, Any] | A
     extra_meta: JSON-serialisable entries added to lipsync_meta.json.
   """
   from lipsync_jax import __version__, models
-  models.model_class(arch)  # validates arch
+  cls = models.model_class(arch)  # validates arch
   path = pathlib.Path(path).absolute()
   if "params" not in variables:
     raise CheckpointError("variables must hold a 'params' collection")
   config = _plain_config(config)
+  # A kwarg whose default changed is always written down, so that the file
+  # keeps meaning what it was trained as.
+  for k in getattr(cls, "LEGACY_DEFAULTS", {}):
+    config.setdefault(k, getattr(cls, k))
   meta = {"format": FORMAT, "arch": arch, "config": config,
           "lipsync_jax_version": __version__,
           "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -163,6 +167,8 @@ def read_model_dir(path: pathlib.Path, expected_arch=None) -> LoadedModel:
   if arch not in models.ARCHS:
     raise CheckpointError(f"checkpoint {path} has unknown arch {arch!r}")
   check_arch(arch, expected_arch, "checkpoint")
+  for k, v in getattr(models.model_class(arch), "LEGACY_DEFAULTS", {}).items():
+    config.setdefault(k, v)   # written before the kwarg existed
   if not (path / VARIABLES_DIR).is_dir():
     raise CheckpointError(f"checkpoint {path} has no {VARIABLES_DIR}/ folder")
   try:

@@ -12,6 +12,7 @@ import pytest
 
 from lipsync_jax import demo
 from lipsync_jax.data import synthetic
+from lipsync_jax.evaluation import metrics
 
 
 # -----------------------------------------------------------------------------
@@ -80,6 +81,25 @@ def test_render_clip_same_motion_differs_only_in_the_mouth():
   assert mouth_rows / max(rows.sum(), 1) > 0.9   # differences sit in the mouth rows
 
 
+def test_lip_mask_marks_the_lip_ring_and_scores_colour():
+  clip = synthetic.render_clip("bin blue at a now", 3, motion_seed=5, out_size=128,
+                               lip_mask=True)
+  mask = clip.lip_mask
+  assert mask.shape == clip.frames.shape[:3] and mask.dtype == bool
+  assert mask.any(axis=(1, 2)).all()            # lips in every frame
+  rows = np.nonzero(mask.any(axis=(0, 2)))[0]
+  assert rows.min() > 64 and rows.max() < 120   # in the mouth rows only
+  lips = clip.frames[mask].astype(float).mean(axis=0)
+  assert lips[2] > lips[0] + 40 and lips[2] > lips[1] + 40   # red (BGR)
+  score = metrics.masked_lab_distance(clip.frames, clip.frames, mask)
+  assert score["lab_distance"] == 0 and score["mean_colour_lab_distance"] == 0
+  grey = np.full_like(clip.frames, 128)
+  score = metrics.masked_lab_distance(grey, clip.frames, mask)
+  assert score["lab_distance"] > 30 and score["mean_bgr"] == [128.0, 128.0, 128.0]
+  with pytest.raises(metrics.MetricError, match="no pixel"):
+    metrics.masked_lab_distance(grey, clip.frames, np.zeros_like(mask))
+
+
 def test_cli_refuses_a_non_empty_foreign_workdir(tmp_path, capsys):
   (tmp_path / "precious.txt").write_text("keep me")
   assert demo.main(["--workdir", str(tmp_path), "--force", "--no-progress"]) == 2
@@ -117,6 +137,15 @@ def test_quick_demo_end_to_end(tmp_path):
   assert gen["final_eval"]["sync"] < gen["initial_eval"]["sync"], gen
   assert gen["final_eval"]["l1"] < gen["initial_eval"]["l1"], gen
   assert "sync loss" in proc.stdout
+  # The trained mouth looks more like the truth than the initial one, and
+  # the summary says on what machine, at what cost a step.
+  mouth = summary["mouth"]
+  assert mouth["after"]["mouth_lpips"] < mouth["before"]["mouth_lpips"], mouth
+  assert mouth["after"]["lip_lab_distance"] < mouth["before"]["lip_lab_distance"], mouth
+  assert "lip colour" in proc.stdout and "machine:" in proc.stdout
+  assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu"]
+  for stage in ("expert", "generator"):
+    assert 0 < summary[stage]["step_time_s"] < summary[stage]["wall_time_s"], summary[stage]
   scores = summary["sync"]["scores"]
   # The ground truth is in sync at offset 0 for the expert that scores it.
   assert all(abs(v["offset"]) <= 1 for v in scores["ground_truth"]["per_video"]), scores

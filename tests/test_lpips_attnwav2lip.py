@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -276,3 +277,47 @@ def test_cbam_maps_in_unit_interval_and_rescbam_shape():
     assert m.min() >= 0 and m.max() <= 1 and m.std() > 0
   np.testing.assert_allclose(np.asarray(y), np.asarray(x) * ch * sp, rtol=1e-5, atol=1e-5)
   assert out.shape == x.shape and float(out.min()) >= 0
+
+
+def _mean_logit(model, variables, audio, faces):
+  out = np.asarray(model.apply(variables, audio, faces), np.float64)
+  return np.log(out / (1 - out)).mean(axis=(1, 2))   # (N, 3) per-image mean logit
+
+
+def test_decoder_adain_before_skip_lets_the_face_colours_through():
+  """After the fuse, the last level's instance norm leaves the 1x1 output conv
+  per-channel mean-zero features: every image's mean logit is the out bias,
+  whatever the face's colours (the grey-lips bug). Before the skip, the
+  encoder's features reach the output un-normalised and the mean follows the
+  face."""
+  audio, faces = _inputs(4, 1, seed=7)
+  audio, faces = audio[:, 0], faces[:, 0]
+  # Four faces that differ in tint, as the demo's identities do.
+  faces = faces * jnp.asarray([1.0, 0.5, 0.8, 1.2])[:, None, None, None]
+  means = {}
+  for position in ("after_fuse", "before_skip"):
+    model = create("lpips_attnwav2lip", decoder_adain=position, **TINY)
+    variables = _numpy_init(model, audio, faces)
+    means[position] = _mean_logit(model, variables, audio, faces)
+  np.testing.assert_allclose(means["after_fuse"], 0.0, atol=1e-5)   # the out bias
+  assert np.ptp(means["before_skip"], axis=0).min() > 1e-2
+  with pytest.raises(ValueError, match="decoder_adain"):
+    model = create("lpips_attnwav2lip", decoder_adain="nowhere", **TINY)
+    jax.eval_shape(model.init, jax.random.key(0), audio, faces)
+
+
+def test_model_files_keep_the_decoder_adain_they_were_trained_with(tmp_path):
+  from lipsync_jax import checkpoint
+  model = create("lpips_attnwav2lip", **TINY)
+  audio, faces = _inputs(1, 1)
+  variables = _numpy_init(model, audio[:, 0], faces[:, 0])
+  checkpoint.save_model(tmp_path / "new", "lpips_attnwav2lip", TINY, variables)
+  loaded = checkpoint.load_model(str(tmp_path / "new"))
+  assert loaded.config["decoder_adain"] == "before_skip" == loaded.module.decoder_adain
+  # A file written before the field existed has no entry: it was trained
+  # with AdaIN after the fuse, and is read that way.
+  meta_path = tmp_path / "new" / "lipsync_meta.json"
+  meta = json.loads(meta_path.read_text())
+  del meta["config"]["decoder_adain"]
+  meta_path.write_text(json.dumps(meta))
+  assert checkpoint.load_model(str(tmp_path / "new")).module.decoder_adain == "after_fuse"

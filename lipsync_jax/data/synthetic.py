@@ -320,15 +320,20 @@ class Clip:
   text: str
   voice: str
   identity: int
+  lip_mask: np.ndarray | None = None   # (T, H, W) bool: the drawn lips, if asked
 
 
 def render_clip(text: str, identity: int, voice: str = "en-us", rate: int = 160,
-                pitch: int = 50, motion_seed: int = 0, out_size: int = 256) -> Clip:
+                pitch: int = 50, motion_seed: int = 0, out_size: int = 256,
+                lip_mask: bool = False) -> Clip:
   """`identity` speaking `text`: speech, mouth track and frames.
 
   The head motion and lighting depend only on `motion_seed`, so two clips
   with the same identity and motion seed but different texts differ only in
-  the mouth (the demo renders its ground truth this way).
+  the mouth (the demo renders its ground truth this way). `lip_mask=True`
+  also returns where the lips are drawn (`Clip.lip_mask`): the pixels that
+  change when the frames are drawn again with another lip colour, i.e. the lip
+  ring without the open mouth's inside and teeth (the demo's colour check).
   """
   speech = synthesize(text, voice=voice, rate=rate, pitch=pitch)
   template = face_template(identity)
@@ -336,7 +341,14 @@ def render_clip(text: str, identity: int, voice: str = "en-us", rate: int = 160,
   mouth = mouth_track(speech, num_frames)
   frames = np.stack([render_frame(template, mouth[i], i / FPS, motion_seed, out_size)
                      for i in range(num_frames)])
-  return Clip(frames, speech.wav, mouth, text, voice, identity)
+  masks = None
+  if lip_mask:
+    marked = dataclasses.replace(template, lip_color=(255 - template.lip_color[0], 255, 0))
+    masks = np.stack([
+        np.abs(render_frame(marked, mouth[i], i / FPS, motion_seed, out_size).astype(np.int16)
+               - frames[i]).max(axis=-1) > 48
+        for i in range(num_frames)])
+  return Clip(frames, speech.wav, mouth, text, voice, identity, masks)
 
 
 def random_voice(rng: np.random.Generator) -> dict[str, int | str]:

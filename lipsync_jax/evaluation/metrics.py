@@ -571,6 +571,42 @@ def reconstruction_metrics(generated: np.ndarray, target: np.ndarray,
   return out
 
 
+def masked_lab_distance(frames: np.ndarray, target: np.ndarray,
+                        mask: np.ndarray) -> dict[str, Any]:
+  """Colour agreement of `frames` with `target` on the `mask` pixels.
+
+  frames, target (T, H, W, 3) BGR uint8; mask (T, H, W) bool (e.g. the
+  ground truth's lip pixels). Distances are in OpenCV's 8-bit Lab (L, a, b
+  each scaled to 0-255), the space the demo's target is stated in.
+
+  Returns:
+    lab_distance: mean over masked pixels of the per-pixel Lab distance;
+    mean_colour_lab_distance: Lab distance between the two mean colours;
+    mean_bgr, target_mean_bgr: the mean colours; pixels: the masked count.
+  """
+  frames, target, mask = np.asarray(frames), np.asarray(target), np.asarray(mask, bool)
+  if frames.shape != target.shape or frames.shape[:3] != mask.shape:
+    raise MetricError(f"frames {frames.shape}, target {target.shape} and mask {mask.shape} "
+                      "must agree")
+  if not mask.any():
+    raise MetricError("the mask selects no pixel")
+
+  def lab(x: np.ndarray) -> np.ndarray:
+    flat = np.ascontiguousarray(x.reshape(-1, 1, 3), dtype=np.uint8)
+    return cv2.cvtColor(flat, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float32)
+
+  sel = mask.reshape(-1)
+  a, b = frames.reshape(-1, 3)[sel], target.reshape(-1, 3)[sel]
+  lab_a, lab_b = lab(a), lab(b)
+  mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+  mean_lab = lab(np.round(np.stack([mean_a, mean_b])))
+  return {"lab_distance": float(np.linalg.norm(lab_a - lab_b, axis=-1).mean()),
+          "mean_colour_lab_distance": float(np.linalg.norm(mean_lab[0] - mean_lab[1])),
+          "mean_bgr": [round(float(v), 1) for v in mean_a],
+          "target_mean_bgr": [round(float(v), 1) for v in mean_b],
+          "pixels": int(sel.sum())}
+
+
 # -----------------------------------------------------------------------------
 # Mouth landmark distance (LMD).
 # -----------------------------------------------------------------------------

@@ -11,8 +11,8 @@ available; every choice below is ours and configurable):
     enc3  ... 256                                    (N,12,12,256)
     enc4  ... 512                                    (N,6,6,512)
     SAM   x + FFC(FFC(x)), then AdaIN(x, a)          (N,6,6,512)
-    dec3  ConvT-BN-ReLU 512->256 k3 s2 p1 op1, concat enc3,
-          CBR 512->256, ResCBAM(256), AdaIN(256, a)  (N,12,12,256)
+    dec3  ConvT-BN-ReLU 512->256 k3 s2 p1 op1, AdaIN(256, a),
+          concat enc3, CBR 512->256, ResCBAM(256)    (N,12,12,256)
     dec2, dec1, dec0 likewise                        ... (N,96,96,32)
     out   Conv 32->3 k1 (bias), sigmoid              (N,96,96,3)
 
@@ -26,11 +26,23 @@ transposed convs and the AdaIN linears have one.
 Audio reaches the image only through the AdaIN layers (in the SAM and, by
 default, at every decoder level); their linears start at zero, so at init the
 output does not depend on the audio and the dependence is learned.
+
+Where the decoder's AdaIN sits (`decoder_adain`):
+  "before_skip" (default): on the upsampled decoder stream, before the
+    encoder's skip is concatenated. The skip reaches the output without an
+    instance norm, so the face's own colours (skin tone, lip colour, the
+    light) pass through.
+  "after_fuse": after the level's CBR and ResCBAM (upstream.md's RECON table).
+    The instance norm then removes every channel's per-image mean at every
+    level, 96x96 included, and the output's colours can only come from the
+    audio: trained, it drew grey lips with a cyan mouth on faces whose truth
+    had red lips (issue 18). Checkpoints written before this field existed
+    are read with it (`LEGACY_DEFAULTS`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +54,8 @@ from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, fold_time, scale
                                        unfold_time)
 
 Dtype = Any
+
+ADAIN_POSITIONS = ("before_skip", "after_fuse")
 
 
 class EncoderLevel(nn.Module):
@@ -102,19 +116,24 @@ class DecoderLevel(nn.Module):
   cbam_reduction: int = 16
   cbam_kernel: int = 7
   use_adain: bool = True
+  adain_position: str = "before_skip"
   dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, skip: jax.Array, audio: jax.Array,
                train: bool = False) -> jax.Array:
+    adain = (AdaIN(self.features, dtype=self.dtype, name="adain") if self.use_adain
+             else None)
     x = ConvTBNReLU(self.features, dtype=self.dtype, name="up")(x, train)
+    if adain is not None and self.adain_position == "before_skip":
+      x = adain(x, audio)
     x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
     x = ConvBNReLU(self.features, 3, 1, 1, dtype=self.dtype, name="fuse")(x, train)
     for i in range(self.num_res):
       x = ResCBAM(self.features, self.cbam_reduction, self.cbam_kernel, self.dtype,
                   name=f"res_{i}")(x, train)
-    if self.use_adain:
-      x = AdaIN(self.features, dtype=self.dtype, name="adain")(x, audio)
+    if adain is not None and self.adain_position == "after_fuse":
+      x = adain(x, audio)
     return x
 
 
@@ -143,11 +162,19 @@ class LPIPSAttnWav2Lip(nn.Module):
   num_ffc: int = 2
   adain_in_sam: bool = True
   adain_in_decoder: bool = True
+  decoder_adain: str = "before_skip"
+
+  # Create() kwargs that model files always store, and the value a file
+  # written before the kwarg existed was trained with (model_dir reads it).
+  LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"decoder_adain": "after_fuse"}
 
   def setup(self):
     widths = self.widths
     if len(widths) < 2:
       raise ValueError(f"encoder_widths needs at least 2 levels, got {tuple(self.encoder_widths)}")
+    if self.decoder_adain not in ADAIN_POSITIONS:
+      raise ValueError(f"decoder_adain must be one of {ADAIN_POSITIONS}, "
+                       f"got {self.decoder_adain!r}")
     common = dict(num_res=self.res_blocks, cbam_reduction=self.cbam_reduction,
                   cbam_kernel=self.cbam_kernel, dtype=self.dtype)
     self.audio_encoder = AudioEncoder(self.width_multiplier, dtype=self.dtype)
@@ -155,7 +182,8 @@ class LPIPSAttnWav2Lip(nn.Module):
                     for i, w in enumerate(widths)]
     self.sam = SemanticAlignment(widths[-1], self.num_ffc, self.ffc_ratio,
                                  self.adain_in_sam, self.dtype)
-    self.decoder = [DecoderLevel(w, use_adain=self.adain_in_decoder, **common)
+    self.decoder = [DecoderLevel(w, use_adain=self.adain_in_decoder,
+                                 adain_position=self.decoder_adain, **common)
                     for w in widths[:-1]]
     self.out = nn.Conv(3, (1, 1), dtype=self.dtype)
 

@@ -540,6 +540,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pbar = summary_lib.progress(num_steps, start, enabled=is_main and config.progress_bar)
   step = start
   initial_eval: dict[str, float] | None = None
+  step_times: list[float] = []   # data wait + step, compiled steps only
   try:
     if start == 0 and config.eval_at_start:
       # The baseline that training must beat, on the same val batches.
@@ -547,6 +548,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.eval(0, initial_eval)
     with _StopFlag() as flag:
       while step < num_steps:
+        t_step = time.perf_counter()
         batch = _model_inputs(next(data_iter))
         if step + 1 == int(config.debug.nan_at_step):
           batch = _poison(batch)
@@ -555,6 +557,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         setup.state, metrics = setup.train_step(setup.state, gbatch, rng)
         step += 1
         train_m = _host(metrics)
+        if step > start + 1:   # the first step compiles
+          step_times.append(time.perf_counter() - t_step)
         if not _finite(train_m):
           bad = ", ".join(f"{k}={v}" for k, v in train_m.items() if not math.isfinite(v))
           where = (f"last good checkpoint: {last_good}" if last_good
@@ -614,6 +618,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "resumed_from": start or None,
       "wall_time_s": round(wall, 3),
       "steps_per_s": round((step - start) / wall, 4) if wall > 0 else None,
+      # Median seconds a step, data wait included; compiling, evals and
+      # checkpoints excluded.
+      "step_time_s": round(float(np.median(step_times)), 4) if step_times else None,
       "final_train": train_m,
       "initial_eval": initial_eval,
       "final_eval": eval_m,
