@@ -129,7 +129,11 @@ def tiny(name, data, steps, **over):
   c = load_config(name)
   c.data_dir = str(data)
   c.num_steps = steps
-  c.batch_size = 8  # one sample per simulated device
+  c.batch_size = 8
+  # One device: these tests are about the variants' training, resume and
+  # export; the 8-device layout is test_train_sharding's (8 simulated devices
+  # on 2 cores run these steps ~6x slower).
+  c.mesh_devices = 1
   c.eval_every = 100  # evaluate at the end only
   c.eval_batches = 1
   c.checkpoint_every = 2
@@ -214,6 +218,7 @@ def test_variant_trains_resumes_exactly_and_runs_inference(dataset, name, expect
   assert expected_parts <= set(first), set(first)
   assert all(np.isfinite(v) for v in first.values())
   assert s["final_eval"]["l1"] > 0
+  assert s["mesh"] == {"data": 1, "model": 1} and s["devices"] == 8  # config.mesh_devices
   # Stop at step 2 (checkpoint), then the same run to 4: identical losses,
   # so params, optimiser, dropout RNG and data-iterator state all resumed.
   resumed = root / f"{name}_resumed"
@@ -317,6 +322,10 @@ def test_variant_config_errors_are_one_line(dataset):
   bad = tiny("au_tcn", data, 2, **{"data.options.with_aus": False})
   with pytest.raises(train_lib.TrainConfigError, match="with_aus"):
     train_lib.train_and_evaluate(bad, "/tmp/unused_variant_run")
+  with pytest.raises(train_lib.TrainConfigError, match="only 8 exist"):
+    train_lib.train_and_evaluate(tiny("au_tcn", data, 2, mesh_devices=9), "/tmp/unused_variant_run")
+  with pytest.raises(train_lib.TrainConfigError, match="mesh_devices must be 0"):
+    train_lib.train_and_evaluate(tiny("au_tcn", data, 2, mesh_devices=-1), "/tmp/unused_variant_run")
 
 
 # -----------------------------------------------------------------------------
@@ -329,7 +338,7 @@ def test_au_tcn_one_shot_step_generates_from_the_reference_alone(dataset):
   from lipsync_jax.train import sharding as sharding_lib
   data, _, _ = dataset
   cfg = tiny("au_tcn", data, 1, **{"model.overrides.mode": "one_shot"})
-  mesh = sharding_lib.make_mesh(8)
+  mesh = sharding_lib.make_mesh(1)
   setup = train_lib.build(cfg, mesh)
   batch = train_lib._model_inputs(next(iter(train_lib.make_train_loader(cfg))))  # pylint: disable=protected-access
   metrics, pred = setup.eval_step(setup.state, sharding_lib.shard_batch(batch, mesh))

@@ -41,6 +41,7 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
   c.distributed_init_timeout_s = 900       # wait for every process to join
   c.distributed_heartbeat_timeout_s = 600  # a silent peer is declared dead after
   c.distributed_shutdown_timeout_s = 1800  # wait at the exit barrier for late peers
+  c.mesh_devices = 0               # 0: every device; N: the first N (one process only)
   c.mesh_model_axis = 1            # >1 shards large params over a "model" axis
   c.mesh_shard_min_size = 2**18    # ... those with at least this many elements
   c.mixed_precision = False        # bf16 compute, fp32 master weights

@@ -77,6 +77,9 @@ def _validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "num_steps", "eval_every", "checkpoint_every", "log_every"):
     if int(config[key]) <= 0:
       raise TrainConfigError(f"config.{key} must be positive, got {config[key]}")
+  if int(config.mesh_devices) < 0:
+    raise TrainConfigError(f"config.mesh_devices must be 0 (every device) or a count, "
+                           f"got {config.mesh_devices}")
   arch = config.model.arch
   if config.phase == "syncnet" and arch != "syncnet_color":
     raise TrainConfigError(f"the syncnet phase trains 'syncnet_color', not {arch!r}")
@@ -478,8 +481,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 
-  mesh = sharding_lib.make_mesh(model_axis=int(config.mesh_model_axis))
+  num_devices = int(config.mesh_devices) or None
+  if num_devices and jax.process_count() > 1:
+    raise TrainConfigError(f"config.mesh_devices={num_devices} needs one process; a "
+                           f"multi-host run uses every device (set it to 0)")
   try:
+    mesh = sharding_lib.make_mesh(num_devices, model_axis=int(config.mesh_model_axis))
     sharding_lib.check_batch_size(int(config.batch_size), mesh)
   except ValueError as e:
     raise TrainConfigError(str(e)) from None
@@ -627,6 +634,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "best": best if best["step"] is not None else None,
       "last_checkpoint": last_good,
       "devices": jax.device_count(),
+      "mesh": dict(mesh.shape),
       "processes": jax.process_count(),
   }
   if is_main:
