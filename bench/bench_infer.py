@@ -22,6 +22,10 @@ speed, only what the mouth looks like.
         the box track from the cache ("cached"). Per-stage seconds come from
         `RunReport.timings`: decode, detect, mel, generate, paste, encode run
         in overlapping threads, so they add up to more than the total.
+  still a still photo (the clip's first frame) with the clip's audio: the
+        face encoder run once (`reuse_face_features`, the default) against
+        the whole generator on every frame, generator only and end to end,
+        alternating, median of `--iters` runs.
   gen   generator-only throughput at the inference batch size: the jitted
         JAX step (uint8 crops in, uint8 faces out) against the PyTorch
         reference model's forward (torch.inference_mode, float32, NCHW) in the
@@ -65,15 +69,16 @@ CLIPS = {
 LONG_SPEECH = "data/real/audio/musetalk/eng.wav"
 
 
-def _weights(width: float = 1.0):
-  """(module, variables, source) for the Wav2Lip generator (full size at 1.0)."""
+def _weights(width: float = 1.0, arch: str = "wav2lip"):
+  """(module, variables, source) for a generator (full size at 1.0); the
+  baseline's fill for Wav2Lip where torch is installed, else random."""
   import jax
   import numpy as np
   from lipsync_jax import models
-  module = models.create("wav2lip", width_multiplier=width)
+  module = models.create(arch, width_multiplier=width)
   try:
-    if width != 1.0:
-      raise ImportError("the torch reference has no width multiplier")
+    if width != 1.0 or arch != "wav2lip":
+      raise ImportError("the torch reference is Wav2Lip at full width")
     import torch  # noqa: F401
     sys.path.insert(0, str(BENCH_DIR))
     import torch_models as tm
@@ -194,6 +199,54 @@ def bench_gen(syncer, iters: int) -> dict[str, Any]:
   return res
 
 
+def bench_still(syncer, iters: int, quick: bool) -> dict[str, Any]:
+  """A still photo: the face encoded once (`reuse_face_features`, the
+  default) against the whole generator on every frame, alternating."""
+  import cv2
+  import numpy as np
+  from lipsync_jax.io import video
+  clip = SHARED / CLIPS["224x224 VoxCeleb2"]
+  n = syncer.batch_size
+  rng = np.random.default_rng(0)
+  mel = np.clip(rng.normal(0, 1.5, (n, 80, 16, 1)), -4, 4).astype(np.float32)
+  crop = rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
+  crops = np.repeat(crop, n, 0)
+  feats = syncer.encode_still(syncer.variables, crop)
+  gen = {"per_frame": lambda: np.asarray(syncer.generate_batch(syncer.variables, mel, crops)),
+         "face_once": lambda: np.asarray(syncer.generate_still(syncer.variables, mel, feats))}
+  res: dict[str, Any] = {"batch": n}
+  with tempfile.TemporaryDirectory() as tmp:
+    image = os.path.join(tmp, "face.png")
+    cv2.imwrite(image, next(video.iter_frames(clip)))
+    audio = _speech_head(clip, 1.0, os.path.join(tmp, "a.wav")) if quick else clip
+    cached = syncer.with_options(cache_dir=os.path.join(tmp, "cache"))
+    e2e = {"per_frame": cached.with_options(reuse_face_features=False), "face_once": cached}
+    for s in e2e.values():  # compile both paths, fill the box cache
+      s.run(image, audio, os.path.join(tmp, "warm.mp4"))
+    for fn in gen.values():
+      fn()
+    times = {f"{k}_{w}": [] for k in gen for w in ("gen", "e2e")}
+    cpu = {k: [] for k in times}
+    for _ in range(iters):  # alternate, so that load from others hits both alike
+      for k in gen:
+        t, c = time.perf_counter(), time.process_time()
+        gen[k]()
+        times[f"{k}_gen"].append(n / (time.perf_counter() - t))
+        cpu[f"{k}_gen"].append((time.process_time() - c) / n)
+        c = time.process_time()
+        r = e2e[k].run(image, audio, os.path.join(tmp, "out.mp4"))
+        times[f"{k}_e2e"].append(r.frames / r.timings["total"])
+        cpu[f"{k}_e2e"].append((time.process_time() - c) / r.frames)
+  for k in times:
+    res[f"{k}_fps"] = statistics.median(times[k])
+    res[f"{k}_cpu_s_per_frame"] = statistics.median(cpu[k])
+  for w, label in (("gen", "generator only"), ("e2e", "end to end")):
+    a, b = res[f"per_frame_{w}_fps"], res[f"face_once_{w}_fps"]
+    print(f"  still photo, {label:14s}: whole generator per frame {a:6.1f} frames/s, "
+          f"face encoded once {b:6.1f} frames/s ({b / a:.2f}x; median of {iters})", flush=True)
+  return res
+
+
 # -----------------------------------------------------------------------------
 # mem (one subprocess per audio length).
 # -----------------------------------------------------------------------------
@@ -298,7 +351,8 @@ def bench_warm(batch_size: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", default="e2e,gen,mem,warm", help="comma list of e2e,gen,mem,warm")
+  p.add_argument("--only", default="e2e,gen,still,mem,warm",
+                 help="comma list of e2e,gen,still,mem,warm")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--iters", type=int, default=5)
   p.add_argument("--quick", action="store_true")
@@ -321,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
   results: dict[str, Any] = {"cpu_count": os.cpu_count(), "devices": str(jax.devices()),
                              "load_avg_start": os.getloadavg()}
   print(f"devices: {jax.devices()}  load average: {os.getloadavg()}")
-  if only & {"e2e", "gen"}:
+  if only & {"e2e", "gen", "still"}:
     module, variables, source = _weights()
     syncer = LipSyncer(module, variables, batch_size=args.batch_size)
     t = time.perf_counter()
@@ -336,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     if "gen" in only:
       print("generator only:")
       results["gen"] = bench_gen(syncer, 2 if args.quick else args.iters)
+    if "still" in only:
+      results["still"] = {}
+      for arch in ("wav2lip", "lpips_attnwav2lip"):
+        print(f"still photo, {arch} (the face encoded once vs the whole generator per frame):")
+        if arch != "wav2lip":
+          syncer = LipSyncer(*_weights(arch=arch)[:2], arch=arch, batch_size=args.batch_size)
+        results["still"][arch] = bench_still(syncer, 2 if args.quick else args.iters,
+                                             args.quick)
   if "warm" in only:
     print("infer.py cold vs warm (fresh processes, one cache root):")
     results["warm"] = bench_warm(args.batch_size)

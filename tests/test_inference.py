@@ -255,6 +255,7 @@ def test_still_image(syncer, shared_dir, tmp_path):
   image = tmp_path / "face.png"
   cv2.imwrite(str(image), frame)
   still = syncer.with_options(fps=20)
+  before = syncer.compilations
   report = still.run(image, shared_dir / SPEECH, tmp_path / "still.mp4")
   expected = _frames_for(audio_lib.load_audio(shared_dir / SPEECH), 20)
   assert report.frames == expected and report.source_frames == 1
@@ -262,6 +263,33 @@ def test_still_image(syncer, shared_dir, tmp_path):
   info = _streams(tmp_path / "still.mp4")
   assert len(info["frames"]) == expected and info["fps"] == 20.0
   assert abs(info["audio_seconds"] - expected / 20) <= 1 / 20
+  # The face was encoded once, by the still path (its encoder and decoder,
+  # each compiled once), not by the per-frame generator.
+  assert syncer.compilations == before and syncer.still_compilations == 2
+  # Without the reuse: the whole generator on every frame, the same video.
+  per_frame = still.with_options(reuse_face_features=False)
+  per_frame.run(image, shared_dir / SPEECH, tmp_path / "per_frame.mp4")
+  assert syncer.compilations == max(before, 1) and syncer.still_compilations == 2
+  other = _streams(tmp_path / "per_frame.mp4")["frames"]
+  diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(info["frames"], other)]
+  assert len(other) == expected and max(diff) < 0.5, max(diff)
+
+
+def test_still_path_generates_the_per_frame_frames(syncer):
+  """The still path (face features once, decoder per batch) against the
+  per-frame generator on the same crop: uint8 frames equal up to a rounding
+  step, almost all exactly."""
+  rng = np.random.default_rng(0)
+  crop = rng.integers(0, 256, (1, 96, 96, 3), np.uint8)
+  mel = rng.normal(size=(syncer.batch_size, 80, 16, 1)).astype(np.float32)
+  whole = np.asarray(syncer.generate_batch(syncer.variables, mel,
+                                           np.repeat(crop, syncer.batch_size, 0)))
+  feats = syncer.encode_still(syncer.variables, crop)
+  once = np.asarray(syncer.generate_still(syncer.variables, mel, feats))
+  assert once.shape == whole.shape and once.dtype == np.uint8
+  assert np.abs(once.astype(int) - whole.astype(int)).max() <= 1
+  assert (once == whole).mean() > 0.999
+  assert np.abs(whole[0].astype(int) - whole[1].astype(int)).max() > 0  # audio matters
 
 
 def test_frames_without_face_pass_through(syncer, shared_dir, tmp_path):

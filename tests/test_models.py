@@ -179,3 +179,32 @@ def test_create_rejects_unknown_arch_and_bad_config():
     models.create("nope")
   with pytest.raises(ValueError, match="bad config"):
     models.create("wav2lip", no_such_field=1)
+
+
+@pytest.mark.parametrize("arch", ["wav2lip", "lpips_attnwav2lip"])
+def test_face_encoded_once_decodes_like_the_whole_generator(arch):
+  """A still photo's face is encoded once (`encode_faces`, batch 1) and
+  decoded for every audio window (`decode_faces` broadcasts it): the same
+  frames as the whole generator on the repeated face, within float32 rounding."""
+  gen = models.create(arch, width_multiplier=0.0625)
+  rng = np.random.default_rng(1)
+  n = 4
+  mel = jnp.asarray(rng.normal(size=(n, 80, 16, 1)), jnp.float32)
+  face = jnp.asarray(rng.uniform(size=(1, 96, 96, 6)), jnp.float32)
+  variables = _random_variables(gen, mel, jnp.repeat(face, n, 0))
+  assert models.has_face_features(gen)
+
+  @jax.jit
+  def both(variables):
+    whole = models.generate_frames(gen, variables, mel, jnp.repeat(face, n, 0))
+    feats = models.encode_faces(gen, variables, face)
+    return whole, feats, models.decode_faces(gen, variables, mel, feats)
+
+  whole, feats, once = both(variables)
+  assert all(f.shape[0] == 1 for f in feats)
+  # Batch 1 and batch n convolutions round differently; the CBAM and
+  # instance-norm levels carry that to ~1e-5 (the float32 parity tolerance).
+  np.testing.assert_allclose(np.asarray(once), np.asarray(whole), rtol=1e-4, atol=1e-5)
+  # Not vacuous: the frames follow the audio.
+  assert float(jnp.abs(whole[0] - whole[1]).max()) > 1e-3
+  assert not models.has_face_features(models.create("synctalkface"))

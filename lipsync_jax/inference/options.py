@@ -52,6 +52,10 @@ class InferenceOptions:
       ~/.cache/lipsync_jax/boxes.
     queue_size: batches in flight between pipeline stages.
     crf: H.264 quality passed to the writer when it supports it.
+    reuse_face_features: for one face image (a photo or `static`), run the
+      generator's face encoder once and only its audio-driven decoder per
+      frame (Wav2Lip and LPIPS-AttnWav2Lip; the same frames within float32
+      rounding). False runs the whole generator on every frame.
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1
@@ -69,6 +73,7 @@ class InferenceOptions:
   box_cache: bool = True
   cache_dir: str | None = None
   queue_size: int = 3
+  reuse_face_features: bool = True
 
   def validate(self) -> None:
     if len(self.pads) != 4:

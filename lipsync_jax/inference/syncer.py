@@ -55,7 +55,9 @@ class LipSyncer:
     self.arch = arch
     self.module = module
     self._detector = None
-    self._stats = {"compilations": 0}  # shared with `with_options` copies
+    # Trace counts (= compilations), shared with `with_options` copies: the
+    # per-frame generator, and the still-image encoder + decoder.
+    self._stats = {"compilations": 0, "still_compilations": 0}
 
     # Data parallel over the local devices: the batch is split along its
     # first axis, the weights are replicated.
@@ -72,18 +74,43 @@ class LipSyncer:
 
     stats = self._stats
 
+    def faces_of(crops):
+      """(N, 96, 96, 3) u8 crops -> (N, 96, 96, 6) [0, 1] masked target + reference."""
+      crops = crops.astype(jnp.float32) / 255.0
+      masked = crops.at[:, FACE_SIZE // 2:].set(0.0)
+      return jnp.concatenate([masked, crops], axis=-1)
+
+    def to_u8(out):
+      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+
     def generate(variables, mel, crops):
       """(N, 80, 16, 1) f32 mels, (N, 96, 96, 3) u8 crops -> (N, 96, 96, 3) u8."""
       stats["compilations"] += 1  # runs at trace time only: counts compilations
-      crops = crops.astype(jnp.float32) / 255.0
-      masked = crops.at[:, FACE_SIZE // 2:].set(0.0)
-      faces = jnp.concatenate([masked, crops], axis=-1)
-      out = models.generate_frames(module, variables, mel, faces)
-      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+      return to_u8(models.generate_frames(module, variables, mel, faces_of(crops)))
 
     self.generate_batch = jax.jit(
         generate, in_shardings=(replicated, self.data_sharding, self.data_sharding),
         out_shardings=self.data_sharding)
+
+    # One face image: its encoder features once (1, ...), then per batch the
+    # audio-driven decoder alone, the features broadcast over the batch.
+    self.reuses_face_features = models.has_face_features(module)
+    if self.reuses_face_features:
+      def encode_still(variables, crop):
+        """(1, 96, 96, 3) u8 -> the face encoder's features (1, ...)."""
+        stats["still_compilations"] += 1
+        return models.encode_faces(module, variables, faces_of(crop))
+
+      def generate_still(variables, mel, feats):
+        """(N, 80, 16, 1) f32 mels + one face's features -> (N, 96, 96, 3) u8."""
+        stats["still_compilations"] += 1
+        return to_u8(models.decode_faces(module, variables, mel, feats))
+
+      self.encode_still = jax.jit(encode_still, in_shardings=(replicated, replicated),
+                                  out_shardings=replicated)
+      self.generate_still = jax.jit(
+          generate_still, in_shardings=(replicated, self.data_sharding, replicated),
+          out_shardings=self.data_sharding)
 
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
@@ -100,8 +127,13 @@ class LipSyncer:
 
   @property
   def compilations(self) -> int:
-    """How many times the generator was traced (= compiled) so far."""
+    """How many times the per-frame generator was traced (= compiled) so far."""
     return self._stats["compilations"]
+
+  @property
+  def still_compilations(self) -> int:
+    """The same for the still-image path (its encoder and decoder each count)."""
+    return self._stats["still_compilations"]
 
   def with_options(self, **overrides) -> "LipSyncer":
     """A LipSyncer with other options that shares this one's compiled
@@ -275,9 +307,12 @@ class LipSyncer:
 
     with tempfile.TemporaryDirectory(prefix="lipsync_") as tmpdir:
       source = FrameSource(fin, opts.resize_factor, n_source, tmpdir)
+      # One face image, so one crop for every frame: encode it once.
+      still = (fin.image is not None and opts.reuse_face_features
+               and self.reuses_face_features)
       frames_without_face, first_frame_at = self._generate_and_write(
           source, n_out, job.windows, track, has_face, fin.fps, (fw, fh),
-          (job.wav, job.sample_rate), job.outfile, timer)
+          (job.wav, job.sample_rate), job.outfile, timer, still)
       n_source = source.n_source or n_source or n_out
 
     timings = dict(timer.totals)
@@ -297,8 +332,8 @@ class LipSyncer:
 
   def _generate_and_write(self, source: FrameSource, n_out: int, windows: np.ndarray,
                           track, has_face, fps: float, size: tuple[int, int],
-                          audio: tuple[np.ndarray, int], outfile: str, timer: Timer
-                          ) -> tuple[int, float]:
+                          audio: tuple[np.ndarray, int], outfile: str, timer: Timer,
+                          still: bool = False) -> tuple[int, float]:
     opts = self.options
     bs = self.batch_size
     abort = threading.Event()
@@ -340,19 +375,26 @@ class LipSyncer:
       to_gen.put(END)
 
     def generate():
+      feats = None  # the still face's encoder features
       while (chunk := to_gen.get()) is not END:
         frames, boxes, crops, rows = chunk
         out = None
         if crops:
           with timer("generate"):
             n = len(crops)
-            batch_crops = np.zeros((bs, FACE_SIZE, FACE_SIZE, 3), np.uint8)
-            batch_crops[:n] = np.stack(crops)
-            batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
             batch_mel = np.zeros((bs, 80, 16, 1), np.float32)
             batch_mel[:n, ..., 0] = windows[np.asarray(rows)]
             batch_mel[n:] = batch_mel[n - 1]
-            out = np.asarray(self.generate_batch(self.variables, batch_mel, batch_crops))[:n]
+            if still:
+              if feats is None:
+                feats = self.encode_still(self.variables, crops[0][None])
+              out = self.generate_still(self.variables, batch_mel, feats)
+            else:
+              batch_crops = np.zeros((bs, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+              batch_crops[:n] = np.stack(crops)
+              batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
+              out = self.generate_batch(self.variables, batch_mel, batch_crops)
+            out = np.asarray(out)[:n]
         to_paste.put((frames, boxes, out))
       to_paste.put(END)
 

@@ -118,6 +118,37 @@ def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Arr
   return jnp.clip(out, 0.0, 1.0)
 
 
+def has_face_features(module: nn.Module) -> bool:
+  """Whether `module` splits into an audio-independent face encoder and an
+  audio-driven decoder (`encode_faces` / `decode_faces`): Wav2Lip and
+  LPIPS-AttnWav2Lip do; the variants (memory, AU windows) do not."""
+  return all(callable(getattr(module, m, None)) for m in ("encode_faces", "decode_faces"))
+
+
+def encode_faces(module: nn.Module, variables, faces: jax.Array):
+  """The face half of `generate_frames` (jit-friendly).
+
+  Args:
+    module: a generator with `has_face_features(module)`.
+    variables: its {"params", "batch_stats"}.
+    faces: (N, H, W, 6) [0, 1] masked target + reference.
+  Returns:
+    A tuple of feature maps, each with leading axis N, for `decode_faces`.
+  """
+  return module.apply(variables, faces.astype(jax.numpy.float32), train=False,
+                      method="encode_faces")
+
+
+def decode_faces(module: nn.Module, variables, mel: jax.Array, feats) -> jax.Array:
+  """The audio half of `generate_frames`: mel (N, 80, 16, 1) + `encode_faces`
+  features with leading axis N or 1 (one face for every window) ->
+  (N, H, W, 3) float32 in [0, 1], equal to `generate_frames` on the same faces
+  within float32 rounding."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  out = module.apply(variables, mel, feats, train=False, method="decode_faces")
+  return jnp.clip(out.astype(jnp.float32), 0.0, 1.0)
+
+
 def model_class(arch: str) -> type[nn.Module]:
   if arch not in ARCHS:
     raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHS)}")

@@ -217,6 +217,24 @@ class LPIPSAttnWav2Lip(nn.Module):
     logits = self.out(x)
     return nn.sigmoid(logits.astype(jnp.float32))
 
+  def encode_faces(self, faces: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+    """The audio-independent half: (N, H, W, 6) -> per-level features.
+
+    Same as `encode`; with `decode_faces`, the generator's interface for
+    encoding a still photo's face once (see `models.encode_faces`).
+    """
+    return tuple(self.encode(faces, train))
+
+  def decode_faces(self, audio: jax.Array, feats: Sequence[jax.Array],
+                   train: bool = False) -> jax.Array:
+    """Audio (N, 80, 16, 1) + `encode_faces` features -> (N, H, W, 3).
+
+    Features with a leading axis of 1 are broadcast over the N windows.
+    """
+    n = audio.shape[0]
+    feats = [jnp.broadcast_to(f, (n,) + f.shape[1:]) for f in feats]
+    return self.decode(feats, self.embed_audio(audio, train), train)
+
   def __call__(self, audio: jax.Array, faces: jax.Array,
                train: bool = False) -> jax.Array:
     batch = None

@@ -12,7 +12,7 @@ renaming (see `lipsync_jax.convert`):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,11 +57,57 @@ class Wav2Lip(nn.Module):
   (N, 96, 96, 3). Face channels 0-2 are the target frame with rows 48.. zeroed,
   3-5 the reference frame, BGR in [0, 1]. Output is a sigmoid, float32. Time is
   folded into the batch time-major (row t*B + b), as upstream.
+
+  The face path does not depend on the audio: `encode_faces` and
+  `decode_faces` split the call there (inference on a still photo encodes
+  its face once).
   """
   width_multiplier: float = 1.0
   dtype: Any = None
 
-  @nn.compact
+  def setup(self):
+    c = lambda n: scaled(n, self.width_multiplier)
+    # Nested lists name their modules face_encoder_blocks_{i}_{j}, ...: the
+    # PyTorch state_dict's names (see the module docstring).
+    self.face_encoder_blocks = [
+        [ConvBNReLU(c(f), k, s, p, residual=res, dtype=self.dtype) for f, k, s, p, res in block]
+        for block in _ENCODER]
+    self.audio_encoder = AudioEncoder(self.width_multiplier, dtype=self.dtype)
+    self.face_decoder_blocks = [[ConvBNReLU(c(512), 1, 1, 0, dtype=self.dtype)]] + [
+        [ConvTBNReLU(c(f), k, s, p, op, dtype=self.dtype)]
+        + [ConvBNReLU(c(f), 3, 1, 1, residual=True, dtype=self.dtype) for _ in range(n_res)]
+        for f, k, s, p, op, n_res in _DECODER_UP]
+    self.output_block = [ConvBNReLU(c(32), 3, 1, 1, dtype=self.dtype),
+                         nn.Conv(3, (1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype)]
+
+  def encode_faces(self, faces: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+    """Face encoder: (N, 96, 96, 6) -> its 7 block outputs, shallowest first."""
+    feats, x = [], faces
+    for block in self.face_encoder_blocks:
+      for layer in block:
+        x = layer(x, train)
+      feats.append(x)
+    return tuple(feats)
+
+  def decode_faces(self, audio: jax.Array, feats: Sequence[jax.Array],
+                   train: bool = False) -> jax.Array:
+    """Audio (N, 80, 16, 1) + `encode_faces` features -> (N, 96, 96, 3).
+
+    Features with a leading axis of 1 are broadcast over the N windows.
+    """
+    n = audio.shape[0]
+    feats = [jnp.broadcast_to(f, (n,) + f.shape[1:]) for f in feats]
+    x = self.audio_encoder(audio, train)
+    x = self.face_decoder_blocks[0][0](x, train)
+    x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
+    for block in self.face_decoder_blocks[1:]:
+      for layer in block:
+        x = layer(x, train)
+      x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
+    x = self.output_block[0](x, train)
+    x = self.output_block[1](x)
+    return nn.sigmoid(x.astype(jnp.float32))
+
   def __call__(self, audio: jax.Array, faces: jax.Array, train: bool = False) -> jax.Array:
     if faces.ndim != audio.ndim or faces.ndim not in (4, 5):
       raise ValueError(f"expected 4-D or 5-D audio and faces, got shapes "
@@ -70,34 +116,7 @@ class Wav2Lip(nn.Module):
     if faces.ndim == 5:
       audio, batch = fold_time(audio)
       faces, _ = fold_time(faces)
-    c = lambda n: scaled(n, self.width_multiplier)
-
-    feats = []
-    x = faces
-    for i, block in enumerate(_ENCODER):
-      for j, (f, k, s, p, res) in enumerate(block):
-        x = ConvBNReLU(c(f), k, s, p, residual=res, dtype=self.dtype,
-                       name=f"face_encoder_blocks_{i}_{j}")(x, train)
-      feats.append(x)
-
-    x = AudioEncoder(self.width_multiplier, dtype=self.dtype,
-                     name="audio_encoder")(audio, train)
-
-    x = ConvBNReLU(c(512), 1, 1, 0, dtype=self.dtype,
-                   name="face_decoder_blocks_0_0")(x, train)
-    x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
-    for i, (f, k, s, p, op, n_res) in enumerate(_DECODER_UP, start=1):
-      x = ConvTBNReLU(c(f), k, s, p, op, dtype=self.dtype,
-                      name=f"face_decoder_blocks_{i}_0")(x, train)
-      for j in range(1, n_res + 1):
-        x = ConvBNReLU(c(f), 3, 1, 1, residual=True, dtype=self.dtype,
-                       name=f"face_decoder_blocks_{i}_{j}")(x, train)
-      x = jnp.concatenate([x, feats.pop().astype(x.dtype)], axis=-1)
-
-    x = ConvBNReLU(c(32), 3, 1, 1, dtype=self.dtype, name="output_block_0")(x, train)
-    x = nn.Conv(3, (1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype,
-                name="output_block_1")(x)
-    out = nn.sigmoid(x.astype(jnp.float32))
+    out = self.decode_faces(audio, self.encode_faces(faces, train), train)
     if batch is not None:
       out = unfold_time(out, batch)
     return out
