@@ -327,13 +327,16 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
   from lipsync_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
   out: dict[str, Any] = {}
   lpips = metrics.LPIPSMetric("alexnet")
+  truths = []  # each pair's ground truth and lip mask, decoded once for both models
+  for pair in pairs:
+    d = pathlib.Path(pair["dir"])
+    truths.append((np.stack(list(video_lib.iter_frames(str(d / "ground_truth.mp4")))),
+                   np.load(d / "lip_mask.npz")["mask"]))
   for name in ("before", "after"):
     colours = []
-    for pair in pairs:
+    for pair, (truth, mask) in zip(pairs, truths):
       d = pathlib.Path(pair["dir"])
-      mask = np.load(d / "lip_mask.npz")["mask"]
       frames = np.stack(list(video_lib.iter_frames(str(d / f"{name}.mp4"))))
-      truth = np.stack(list(video_lib.iter_frames(str(d / "ground_truth.mp4"))))
       n = min(len(frames), len(truth), len(mask))
       colours.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
     entry = {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
