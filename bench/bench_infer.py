@@ -22,6 +22,10 @@ speed, only what the mouth looks like.
         the box track from the cache ("cached"). Per-stage seconds come from
         `RunReport.timings`: decode, detect, mel, generate, paste, encode run
         in overlapping threads, so they add up to more than the total.
+  long  end to end on a long output: the VoxCeleb2 clip ping-ponged under
+        60 s of speech, boxes cached, as frames/s and as a ratio to the
+        generator alone at the same batch ("gen"); then decode, paste and
+        encode each run alone on the clip's frames, in CPU-s/frame.
   still a still photo (the clip's first frame) with the clip's audio: the
         face encoder run once (`reuse_face_features`, the default) against
         the whole generator on every frame, generator only and end to end,
@@ -199,6 +203,56 @@ def bench_gen(syncer, iters: int) -> dict[str, Any]:
   return res
 
 
+def bench_long(syncer, gen_fps: float, quick: bool) -> dict[str, Any]:
+  """End to end on a long output (the 224x224 clip ping-ponged under 60 s of
+  speech, boxes cached) against the generator alone at the same batch, plus
+  each CPU stage run alone, in CPU-seconds a frame."""
+  import numpy as np
+  from lipsync_jax.io import video
+  from lipsync_jax.vision import blending
+  clip = SHARED / CLIPS["224x224 VoxCeleb2"]
+  res: dict[str, Any] = {"batch": syncer.batch_size, "generator_only_fps": gen_fps}
+  with tempfile.TemporaryDirectory() as tmp:
+    seconds = 6.0 if quick else 60.0
+    speech = _speech_head(SHARED / LONG_SPEECH, seconds, os.path.join(tmp, "speech.wav"))
+    cached = syncer.with_options(cache_dir=os.path.join(tmp, "cache"))
+    cached.run(clip, speech, os.path.join(tmp, "warm.mp4"))  # boxes into the cache
+    cpu = time.process_time()
+    r = cached.run(clip, speech, os.path.join(tmp, "out.mp4"))
+    cpu = time.process_time() - cpu
+    res.update(frames=r.frames, seconds=seconds, e2e_fps=r.frames / r.timings["total"],
+               e2e_cpu_s_per_frame=cpu / r.frames, timings=r.timings)
+    res["ratio"] = res["e2e_fps"] / gen_fps
+    # The CPU stages alone, on the clip's frames.
+    frames = list(video.iter_frames(clip))
+    h, w = frames[0].shape[:2]
+    face = np.full((96, 96, 3), 128, np.uint8)
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    stages = {}
+    c = time.process_time()
+    n = sum(1 for _ in video.iter_frames(clip))
+    stages["decode"] = (time.process_time() - c) / n
+    c = time.process_time()
+    for f in frames:
+      blending.paste(f.copy(), box, face)
+    stages["paste"] = (time.process_time() - c) / len(frames)
+    c = time.process_time()
+    with video.VideoWriter(os.path.join(tmp, "enc.mp4"), 25.0, w, h) as writer:
+      for f in frames:
+        writer.write(f)
+    stages["encode"] = (time.process_time() - c) / len(frames)
+    res["stage_cpu_s_per_frame"] = stages
+  print(f"  {r.frames} frames ({seconds:.0f} s of speech, boxes cached): end to end "
+        f"{res['e2e_fps']:.1f} frames/s = {res['ratio']:.2f}x the generator alone "
+        f"({gen_fps:.1f} frames/s, batch {syncer.batch_size}); "
+        f"{res['e2e_cpu_s_per_frame']:.3f} cpu-s/frame in all", flush=True)
+  print("  CPU stages alone, cpu-s/frame: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in stages.items())
+        + "; stage wall seconds in the run (overlapping): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r.timings.items()), flush=True)
+  return res
+
+
 def bench_still(syncer, iters: int, quick: bool) -> dict[str, Any]:
   """A still photo: the face encoded once (`reuse_face_features`, the
   default) against the whole generator on every frame, alternating."""
@@ -351,8 +405,8 @@ def bench_warm(batch_size: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", default="e2e,gen,still,mem,warm",
-                 help="comma list of e2e,gen,still,mem,warm")
+  p.add_argument("--only", default="e2e,gen,long,still,mem,warm",
+                 help="comma list of e2e,gen,long,still,mem,warm")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--iters", type=int, default=5)
   p.add_argument("--quick", action="store_true")
@@ -375,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
   results: dict[str, Any] = {"cpu_count": os.cpu_count(), "devices": str(jax.devices()),
                              "load_avg_start": os.getloadavg()}
   print(f"devices: {jax.devices()}  load average: {os.getloadavg()}")
-  if only & {"e2e", "gen", "still"}:
+  if only & {"e2e", "gen", "long", "still"}:
     module, variables, source = _weights()
     syncer = LipSyncer(module, variables, batch_size=args.batch_size)
     t = time.perf_counter()
@@ -390,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     if "gen" in only:
       print("generator only:")
       results["gen"] = bench_gen(syncer, 2 if args.quick else args.iters)
+    if "long" in only:
+      print("long output, end to end vs the generator alone:")
+      gen_fps = (results["gen"]["jax_fps"] if "gen" in results
+                 else bench_gen(syncer, 2 if args.quick else args.iters)["jax_fps"])
+      results["long"] = bench_long(syncer, gen_fps, args.quick)
     if "still" in only:
       results["still"] = {}
       for arch in ("wav2lip", "lpips_attnwav2lip"):
