@@ -140,18 +140,34 @@ def lower_half_stack(frames: Array) -> Array:
   return jnp.transpose(lower, (0, 2, 3, 1, 4)).reshape(b, h - h // 2, w, t * c)
 
 
+def resize_faces(frames: Array, size: int) -> Array:
+  """(B, T, H, W, C) -> (B, T, size, size, C), bilinear with antialiasing
+  when shrinking; differentiable, and the identity at H == W == size."""
+  b, t, h, w, c = frames.shape
+  if (h, w) == (size, size):
+    return frames
+  out = jax.image.resize(frames.astype(jnp.float32), (b, t, size, size, c), "linear",
+                         antialias=True)
+  return out.astype(frames.dtype)
+
+
 def sync_loss(expert_apply: Callable[..., tuple[Array, Array]],
-              generated: Array, sync_audio: Array) -> tuple[Array, Array]:
+              generated: Array, sync_audio: Array,
+              expert_face_size: int = 96) -> tuple[Array, Array]:
   """Expert sync loss of generated frames: BCE(cos(audio, lower halves), 1).
 
   Args:
     expert_apply: `fn(audio (B,80,16,1), faces (B,48,96,15)) -> (a, v)`,
       the frozen expert with its variables and BN mode already bound.
-    generated: (B, 5, 96, 96, 3) generated frames in [0, 1].
+    generated: (B, 5, S, S, 3) generated frames in [0, 1]. A high-resolution
+      generator's frames (S > 96) are resized to the expert's
+      `expert_face_size` first (`resize_faces`), so its gradient flows back
+      through the resize: the expert judges the mouth at its training size.
     sync_audio: (B, 80, 16, 1) mel window aligned with the 5 frames.
   Returns:
     (loss scalar, cos (B,)).
   """
+  generated = resize_faces(generated, expert_face_size)
   audio_emb, face_emb = expert_apply(sync_audio, lower_half_stack(generated))
   cos = cosine_similarity(audio_emb, face_emb)
   return bce(cos, 1.0), cos

@@ -79,6 +79,40 @@ def test_sync_loss_is_bce_of_cosine_on_lower_halves():
   assert float(loss2) == float(loss)
 
 
+def test_sync_loss_of_a_192px_generator_goes_through_a_differentiable_resize():
+  """A 192 px generator is judged by the 96 px expert on its resized frames,
+  and the sync loss's gradient reaches the generator's parameters."""
+  from lipsync_jax import models
+  rng = np.random.default_rng(2)
+  expert = models.create("syncnet_color", width_multiplier=0.0625)
+  ev = expert.init(jax.random.key(0), jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 48, 96, 15)))
+  expert_apply = lambda a, v: expert.apply(ev, a, v)
+  gen = models.create("wav2lip", width_multiplier=0.0625, face_size=192)
+  mel = jnp.asarray(rng.normal(size=(2, 5, 80, 16, 1)), jnp.float32)
+  faces = jnp.asarray(rng.uniform(size=(2, 5, 192, 192, 6)), jnp.float32)
+  audio = jnp.asarray(rng.normal(size=(2, 80, 16, 1)), jnp.float32)
+  gv = gen.init(jax.random.key(1), mel[0], faces[0])
+
+  def loss_of(params):
+    out = gen.apply({**gv, "params": params}, mel, faces)   # (2, 5, 192, 192, 3)
+    return losses.sync_loss(expert_apply, out, audio)[0]
+
+  loss, grads = jax.jit(jax.value_and_grad(loss_of))(gv["params"])
+  norms = [float(jnp.abs(g).sum()) for g in jax.tree_util.tree_leaves(grads)]
+  assert np.isfinite(float(loss)) and all(np.isfinite(norms))
+  # The gradient reaches every level, the full-resolution ones included.
+  assert float(sum(jnp.abs(g).sum() for g in jax.tree_util.tree_leaves(
+      grads["face_decoder_blocks_7_0"]))) > 0
+  assert float(sum(jnp.abs(g).sum() for g in jax.tree_util.tree_leaves(
+      grads["output_block_1"]))) > 0
+  # The same as scoring frames resized by hand; 96 px frames are not touched.
+  frames = jnp.asarray(rng.uniform(size=(2, 5, 192, 192, 3)), jnp.float32)
+  small = jax.image.resize(frames, (2, 5, 96, 96, 3), "linear", antialias=True)
+  np.testing.assert_allclose(float(losses.sync_loss(expert_apply, frames, audio)[0]),
+                             float(losses.sync_loss(expert_apply, small, audio)[0]), rtol=1e-6)
+  assert losses.resize_faces(small, 96) is small
+
+
 def test_syncnet_loss_plain_and_learned_scale():
   a = jnp.array([[1.0, 0.0], [0.6, 0.8]])
   v = jnp.array([[1.0, 0.0], [0.0, 1.0]])

@@ -208,3 +208,51 @@ def test_face_encoded_once_decodes_like_the_whole_generator(arch):
   # Not vacuous: the frames follow the audio.
   assert float(jnp.abs(whole[0] - whole[1]).max()) > 1e-3
   assert not models.has_face_features(models.create("synctalkface"))
+
+
+@pytest.mark.parametrize("size,levels,bottleneck", [
+    (96, 0, 6), (128, 0, 8), (192, 1, 6), (256, 1, 8)])
+def test_generators_and_discriminator_at_each_face_size(size, levels, bottleneck):
+  """(B, T, S, S, 6) faces -> (B, T, S, S, 3); large faces add levels so the
+  U-Nets keep their bottleneck; 96 is exactly the upstream layout."""
+  from lipsync_jax.models import layers
+  assert layers.extra_levels(size) == levels
+  audio, faces = _zeros(2, 3, 80, 16, 1), _zeros(2, 3, size, size, 6)
+  counts = {}
+  for arch in ("wav2lip", "lpips_attnwav2lip"):
+    gen, variables = _abstract_init(arch, _zeros(1, 80, 16, 1), _zeros(1, size, size, 6),
+                                    face_size=size)
+    out = jax.eval_shape(lambda v, gen=gen: gen.apply(v, audio, faces), variables)
+    assert out.shape == (2, 3, size, size, 3) and out.dtype == jnp.float32
+    feats = jax.eval_shape(lambda v, gen=gen: gen.apply(
+        v, faces[0], method="encode_faces"), variables)
+    counts[arch] = _count(variables["params"])
+    if arch == "wav2lip":
+      assert len(feats) == 7 + levels and feats[-1].shape == (3, 1, 1, 512)
+      assert feats[0].shape == (3, size, size, 16)
+    else:
+      assert len(feats) == 5 + levels and feats[-1].shape == (3, bottleneck, bottleneck, 512)
+    with pytest.raises(ValueError, match="face_size"):
+      jax.eval_shape(lambda v, gen=gen: gen.apply(v, audio, _zeros(2, 3, 64, 64, 6)), variables)
+  disc, dv = _abstract_init("wav2lip_disc_qual", _zeros(1, size, size, 3), face_size=size)
+  assert jax.eval_shape(lambda v: disc.apply(v, _zeros(2, 3, size, size, 3)), dv).shape == (6, 1)
+  if size == 96:  # the upstream counts (test_parameter_counts, RECON for ours)
+    assert counts == {"wav2lip": 36_298_035, "lpips_attnwav2lip": 20_266_933}
+    assert _count(dv["params"]) == 14_113_793
+  with pytest.raises(ValueError, match="face size must be one of"):
+    layers.extra_levels(size + 16)
+
+
+def test_tiny_face_size_192_generator_runs():
+  """A real forward of a tiny 192 px Wav2Lip and LPIPS-AttnWav2Lip, through
+  `generate_frames` at their own size and from 96 px crops (resized)."""
+  rng = np.random.default_rng(0)
+  mel = jnp.asarray(rng.normal(size=(2, 80, 16, 1)), jnp.float32)
+  for arch in ("wav2lip", "lpips_attnwav2lip"):
+    gen = models.create(arch, width_multiplier=0.0625, face_size=192)
+    faces = jnp.asarray(rng.uniform(size=(2, 192, 192, 6)), jnp.float32)
+    variables = _random_variables(gen, mel, faces)
+    out = jax.jit(lambda v, f, gen=gen: models.generate_frames(gen, v, mel, f))
+    hi, lo = out(variables, faces), out(variables, faces[:, ::2, ::2])
+    assert hi.shape == (2, 192, 192, 3) and lo.shape == (2, 96, 96, 3)
+    assert bool(jnp.all(jnp.isfinite(hi))) and float(hi.std()) > 0

@@ -94,7 +94,9 @@ class LipSyncer:
 
     # One face image: its encoder features once (1, ...), then per batch the
     # audio-driven decoder alone, the features broadcast over the batch.
-    self.reuses_face_features = models.has_face_features(module)
+    # (At the crop size: a larger model gets resized crops per frame.)
+    self.reuses_face_features = (models.has_face_features(module)
+                                 and models.face_size_of(module) in (None, FACE_SIZE))
     if self.reuses_face_features:
       def encode_still(variables, crop):
         """(1, 96, 96, 3) u8 -> the face encoder's features (1, ...)."""

@@ -2,6 +2,11 @@
 
     gen = lipsync_jax.models.create("wav2lip")                # full size
     tiny = lipsync_jax.models.create("lpips_attnwav2lip", width_multiplier=0.125)
+    hq = lipsync_jax.models.create("wav2lip", face_size=192)   # 192x192 faces
+
+`face_size` (wav2lip, lpips_attnwav2lip, wav2lip_disc_qual): 96 (the default,
+upstream's layout), 128, 192, 256, 384 or 512; larger faces add U-Net levels
+(`layers.extra_levels`).
 
 Architectures (see `ARCHS`):
   wav2lip            upstream generator, audio (B,T,80,16,1) + faces (B,T,96,96,6) -> (B,T,96,96,3)
@@ -95,7 +100,7 @@ def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Arr
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from lipsync_jax.models import au_tcn  # pylint: disable=import-outside-toplevel
   n, h, w = faces.shape[:3]
-  size = int(getattr(module, "image_size", h))
+  size = face_size_of(module) or h
   x = faces.astype(jnp.float32)
   if (h, w) != (size, size):
     x = jax.image.resize(x, (n, size, size, 6), "linear")
@@ -116,6 +121,13 @@ def generate_frames(module: nn.Module, variables, mel: jax.Array, faces: jax.Arr
   if (h, w) != (size, size):
     out = jax.image.resize(out, (n, h, w, 3), "linear")
   return jnp.clip(out, 0.0, 1.0)
+
+
+def face_size_of(module: nn.Module) -> int | None:
+  """The side of the square faces `module` takes (`face_size`, or
+  `image_size` for the SyncTalkFace presets), or None if any size will do."""
+  size = getattr(module, "image_size", None) or getattr(module, "face_size", None)
+  return int(size) if size else None
 
 
 def has_face_features(module: nn.Module) -> bool:

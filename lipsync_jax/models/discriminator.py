@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from lipsync_jax.models.layers import ConvLReLU, fold_time, scaled
+from lipsync_jax.models.layers import ConvLReLU, extra_levels, fold_time, scaled
 
 # (features, kernel, stride, padding) per layer, per block; no normalisation.
 _BLOCKS = (
@@ -28,6 +28,18 @@ _BLOCKS = (
 )
 
 
+def _layout(face_size: int):
+  """The blocks for a `face_size` px face: upstream's at 96; the last block's
+  k3 p0 conv becomes k4 where the map is 4x4 (128, 256); 192 and up add
+  `layers.extra_levels` halving blocks after block 1 (like block 2, at 64
+  channels)."""
+  k = extra_levels(face_size)
+  b = face_size >> (5 + k)
+  extra = ((64, 5, 2, 2), (64, 5, 1, 2))
+  return (_BLOCKS[:2] + (extra,) * k + _BLOCKS[2:-1]
+          + (((512, b, 1, 0),) + _BLOCKS[-1][1:],))
+
+
 class Wav2LipDiscQual(nn.Module):
   """Wav2Lip_disc_qual: 14,113,793 parameters at `width_multiplier=1`.
 
@@ -36,9 +48,11 @@ class Wav2LipDiscQual(nn.Module):
   H//2..) itself and returns "real" probabilities (B*T, 1) float32. `logits`
   (same input) returns the pre-sigmoid scores for numerically stable losses.
   `train` is accepted for interface symmetry; the model has no batch norm.
+  `face_size` S (96 upstream; 128, 192, 256, ...) takes (.., S, S, 3) faces.
   """
   width_multiplier: float = 1.0
   dtype: Any = None
+  face_size: int = 96
 
   @nn.compact
   def logits(self, faces: jax.Array, train: bool = False) -> jax.Array:
@@ -48,9 +62,12 @@ class Wav2LipDiscQual(nn.Module):
       faces, _ = fold_time(faces)
     elif faces.ndim != 4:
       raise ValueError(f"expected faces (B, T, H, W, 3) or (N, H, W, 3), got {faces.shape}")
+    if faces.shape[1:3] != (self.face_size, self.face_size):
+      raise ValueError(f"this discriminator takes {self.face_size}x{self.face_size} faces "
+                       f"(face_size), got {faces.shape[1]}x{faces.shape[2]}")
     x = faces[:, faces.shape[1] // 2:]
     c = lambda n: scaled(n, self.width_multiplier)
-    for i, block in enumerate(_BLOCKS):
+    for i, block in enumerate(_layout(self.face_size)):
       for j, (f, k, s, p) in enumerate(block):
         x = ConvLReLU(c(f), k, s, p, dtype=self.dtype,
                       name=f"face_encoder_blocks_{i}_{j}")(x)

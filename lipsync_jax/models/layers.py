@@ -32,6 +32,26 @@ def scaled(channels: int, width_multiplier: float) -> int:
   return max(1, int(round(channels * width_multiplier)))
 
 
+FACE_SIZES = (96, 128, 192, 256, 384, 512)
+
+
+def extra_levels(face_size: int) -> int:
+  """Stride-2 levels a `face_size` px face needs beyond the 96/128 px layout.
+
+  Wav2Lip's U-Nets halve a 96 px face 5 times to 3x3 (128: 4x4) before the
+  k3 (k4) p0 bottleneck; a larger face gets k more halvings, where
+  face_size / 2**k is 96 or 128: 0 for 96 and 128, 1 for 192 and 256, 2 for
+  384 and 512.
+
+  Raises:
+    ValueError: for any other size.
+  """
+  for k in range(3):
+    if face_size in (96 << k, 128 << k):
+      return k
+  raise ValueError(f"face size must be one of {FACE_SIZES}, got {face_size}")
+
+
 _DN = ("NHWC", "HWIO", "NHWC")
 Padding2D = IntPair | Sequence[tuple[int, int]]
 

@@ -50,8 +50,8 @@ import flax.linen as nn
 
 from lipsync_jax.models.attention import AdaIN, FFC, ResCBAM
 from lipsync_jax.models.audio_encoder import AudioEncoder
-from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, fold_time, scaled,
-                                       unfold_time)
+from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, extra_levels, fold_time,
+                                       scaled, unfold_time)
 
 Dtype = Any
 
@@ -149,6 +149,12 @@ class LPIPSAttnWav2Lip(nn.Module):
   Output: float32 sigmoid in [0, 1]. With train=True pass
   mutable=["batch_stats"].
 
+  `face_size`: None (the default) takes any H, W divisible as above, with
+  the levels of `encoder_widths`; a size (96, 128, 192, 256, ...; see
+  `layers.extra_levels`) fixes it, and 192 and up add encoder and decoder
+  levels at full resolution (the first width again) so that the bottleneck
+  stays 6x6 (8x8 at 128 and 256).
+
   Submodules (parameter groups): `audio_encoder`, `encoder_{i}` (enc i),
   `sam`, `decoder_{i}` (dec i, i < len(widths) - 1) and `out`.
   """
@@ -163,6 +169,7 @@ class LPIPSAttnWav2Lip(nn.Module):
   adain_in_sam: bool = True
   adain_in_decoder: bool = True
   decoder_adain: str = "before_skip"
+  face_size: int | None = None
 
   # Create() kwargs that model files always store, and the value a file
   # written before the kwarg existed was trained with (model_dir reads it).
@@ -189,8 +196,12 @@ class LPIPSAttnWav2Lip(nn.Module):
 
   @property
   def widths(self) -> tuple[int, ...]:
-    """Encoder level widths after the width multiplier."""
-    return tuple(scaled(int(w), self.width_multiplier) for w in self.encoder_widths)
+    """Encoder level widths after the width multiplier, with the levels a
+    large `face_size` adds (repeating the first width) in front."""
+    widths = tuple(self.encoder_widths)
+    if self.face_size is not None:
+      widths = widths[:1] * extra_levels(int(self.face_size)) + widths
+    return tuple(scaled(int(w), self.width_multiplier) for w in widths)
 
   def embed_audio(self, audio: jax.Array, train: bool = False) -> jax.Array:
     """The audio path: mel windows (N, 80, 16, 1) -> embedding a (N, 512*wm).
@@ -249,10 +260,13 @@ class LPIPSAttnWav2Lip(nn.Module):
                        f"(B, T, ...) forms, got {faces.shape} and {audio.shape}")
     if faces.shape[-1] != 6:
       raise ValueError(f"faces need 6 channels (masked target + reference), got {faces.shape[-1]}")
-    step = 2 ** (len(self.encoder_widths) - 1)
+    if self.face_size is not None and faces.shape[1:3] != (self.face_size, self.face_size):
+      raise ValueError(f"this model takes {self.face_size}x{self.face_size} faces "
+                       f"(face_size), got {faces.shape[1]}x{faces.shape[2]}")
+    step = 2 ** (len(self.widths) - 1)
     if faces.shape[1] % step or faces.shape[2] % step:
       raise ValueError(f"face size {faces.shape[1]}x{faces.shape[2]} is not divisible by "
-                       f"{step} ({len(self.encoder_widths)} encoder levels)")
+                       f"{step} ({len(self.widths)} encoder levels)")
     if self.dtype is not None:
       faces, audio = faces.astype(self.dtype), audio.astype(self.dtype)
 

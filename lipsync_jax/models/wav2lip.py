@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from lipsync_jax.models.audio_encoder import AudioEncoder
-from lipsync_jax.models.layers import ConvBNReLU, ConvTBNReLU, fold_time, scaled, unfold_time
+from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, extra_levels, fold_time, scaled,
+                                       unfold_time)
 
 # (features, kernel, stride, padding, residual) per layer, per block.
 _ENCODER = (
@@ -44,9 +45,28 @@ _DECODER_UP = (
 )
 
 
-def decoder_transposed_blocks() -> range:
+# A face larger than 96/128 px gets `layers.extra_levels` more of these: in
+# the encoder after block 0 (halving, 16 channels), in the decoder after the
+# last block (doubling, 32 channels), joined by the same skips.
+_EXTRA_DOWN = ((16, 3, 2, 1, False), (16, 3, 1, 1, True))
+_EXTRA_UP = (32, 3, 2, 1, 1, 1)
+
+
+def _layout(face_size: int):
+  """(encoder blocks, decoder up-blocks) for a `face_size` px face: the
+  upstream layout at 96; at 128 (256) the k3 p0 bottleneck conv and the
+  first transposed conv are k4 (a 4x4 map); 192 and up add levels."""
+  k = extra_levels(face_size)
+  b = face_size >> (5 + k)  # the map the bottleneck conv reduces to 1x1: 3 or 4
+  encoder = (_ENCODER[:1] + (_EXTRA_DOWN,) * k + _ENCODER[1:-1]
+             + (((512, b, 1, 0, False),) + _ENCODER[-1][1:],))
+  decoder = ((512, b, 1, 0, 0, 1),) + _DECODER_UP[1:] + (_EXTRA_UP,) * k
+  return encoder, decoder
+
+
+def decoder_transposed_blocks(face_size: int = 96) -> range:
   """Indices i of the decoder blocks whose layer (i, 0) is a transposed conv."""
-  return range(1, len(_DECODER_UP) + 1)
+  return range(1, len(_layout(face_size)[1]) + 1)
 
 
 class Wav2Lip(nn.Module):
@@ -58,25 +78,32 @@ class Wav2Lip(nn.Module):
   3-5 the reference frame, BGR in [0, 1]. Output is a sigmoid, float32. Time is
   folded into the batch time-major (row t*B + b), as upstream.
 
+  `face_size` (96, 128, 192, 256, ...; see `layers.extra_levels`) sets the
+  face side S: faces (.., S, S, 6) -> (.., S, S, 3). 96 is upstream's layout
+  exactly; larger faces add stride-2 levels at the top of the encoder and the
+  bottom of the decoder (names after upstream's shift by those levels).
+
   The face path does not depend on the audio: `encode_faces` and
   `decode_faces` split the call there (inference on a still photo encodes
   its face once).
   """
   width_multiplier: float = 1.0
   dtype: Any = None
+  face_size: int = 96
 
   def setup(self):
     c = lambda n: scaled(n, self.width_multiplier)
+    encoder, decoder = _layout(self.face_size)
     # Nested lists name their modules face_encoder_blocks_{i}_{j}, ...: the
     # PyTorch state_dict's names (see the module docstring).
     self.face_encoder_blocks = [
         [ConvBNReLU(c(f), k, s, p, residual=res, dtype=self.dtype) for f, k, s, p, res in block]
-        for block in _ENCODER]
+        for block in encoder]
     self.audio_encoder = AudioEncoder(self.width_multiplier, dtype=self.dtype)
     self.face_decoder_blocks = [[ConvBNReLU(c(512), 1, 1, 0, dtype=self.dtype)]] + [
         [ConvTBNReLU(c(f), k, s, p, op, dtype=self.dtype)]
         + [ConvBNReLU(c(f), 3, 1, 1, residual=True, dtype=self.dtype) for _ in range(n_res)]
-        for f, k, s, p, op, n_res in _DECODER_UP]
+        for f, k, s, p, op, n_res in decoder]
     self.output_block = [ConvBNReLU(c(32), 3, 1, 1, dtype=self.dtype),
                          nn.Conv(3, (1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype)]
 
@@ -113,6 +140,9 @@ class Wav2Lip(nn.Module):
       raise ValueError(f"expected 4-D or 5-D audio and faces, got shapes "
                        f"{audio.shape} and {faces.shape}")
     batch = None
+    if faces.shape[-3:-1] != (self.face_size, self.face_size):
+      raise ValueError(f"this Wav2Lip takes {self.face_size}x{self.face_size} faces "
+                       f"(face_size), got {faces.shape[-3]}x{faces.shape[-2]}")
     if faces.ndim == 5:
       audio, batch = fold_time(audio)
       faces, _ = fold_time(faces)
