@@ -275,6 +275,35 @@ def test_still_image(syncer, shared_dir, tmp_path):
   assert len(other) == expected and max(diff) < 0.5, max(diff)
 
 
+def test_a_192px_model_runs_at_its_own_size_on_a_real_clip(shared_dir, tmp_path, cache_dir):
+  """The checkpoint's face size sets the crop: 192 px crops in, the model's
+  192 px faces pasted back, one compilation; a face smaller than that is
+  upscaled with a note."""
+  model = models.create("wav2lip", width_multiplier=WIDTH, face_size=192)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 80, 16, 1), np.float32),
+                          np.zeros((1, 192, 192, 6), np.float32))
+  ckpt = tmp_path / "hq"
+  checkpoint.save_model(ckpt, "wav2lip", {"width_multiplier": WIDTH, "face_size": 192},
+                        _fill(shapes, 0))
+  hq = inference.LipSyncer.from_checkpoint(ckpt, batch_size=BATCH, cache_dir=cache_dir)
+  assert hq.face_size == 192
+  speech = _write_wav(tmp_path / "s.wav", audio_lib.load_audio(shared_dir / SPEECH)[:12000])
+  report = hq.run(shared_dir / CLIP, speech, tmp_path / "hq.mp4")
+  assert report.frames == 19 and report.frames_without_face == 0 and hq.compilations == 1
+  assert any("smaller than the model's 192 px faces" in n for n in report.notes), report.notes
+  info = _streams(tmp_path / "hq.mp4")
+  src = list(video.iter_frames(shared_dir / CLIP))
+  assert len(info["frames"]) == 19 and (info["width"], info["height"]) == (224, 224)
+  changed = [np.abs(f.astype(int) - s.astype(int)).mean() for f, s in zip(info["frames"], src)]
+  assert max(changed) > 2
+  # A still photo at 192: the face is encoded once, at 192.
+  image = tmp_path / "face.png"
+  import cv2
+  cv2.imwrite(str(image), src[0])
+  hq.run(image, speech, tmp_path / "hq_still.mp4")
+  assert hq.still_compilations == 2 and hq.compilations == 1
+
+
 def test_still_path_generates_the_per_frame_frames(syncer):
   """The still path (face features once, decoder per batch) against the
   per-frame generator on the same crop: uint8 frames equal up to a rounding

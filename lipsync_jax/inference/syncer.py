@@ -64,6 +64,9 @@ class LipSyncer:
     devices = np.array(jax.local_devices())
     self.num_devices = len(devices)
     from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+    # Crops are cut at the model's face size (96 unless the checkpoint says
+    # otherwise), so a 192 px model sees 192 px of the source face.
+    self.face_size = size = models.face_size_of(module) or FACE_SIZE
     unit = self.num_devices * models.frames_per_call(module)
     self.batch_size = int(math.ceil(options.batch_size / unit)) * unit
     mesh = Mesh(devices, ("data",))
@@ -75,16 +78,16 @@ class LipSyncer:
     stats = self._stats
 
     def faces_of(crops):
-      """(N, 96, 96, 3) u8 crops -> (N, 96, 96, 6) [0, 1] masked target + reference."""
+      """(N, S, S, 3) u8 crops -> (N, S, S, 6) [0, 1] masked target + reference."""
       crops = crops.astype(jnp.float32) / 255.0
-      masked = crops.at[:, FACE_SIZE // 2:].set(0.0)
+      masked = crops.at[:, size // 2:].set(0.0)
       return jnp.concatenate([masked, crops], axis=-1)
 
     def to_u8(out):
       return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
 
     def generate(variables, mel, crops):
-      """(N, 80, 16, 1) f32 mels, (N, 96, 96, 3) u8 crops -> (N, 96, 96, 3) u8."""
+      """(N, 80, 16, 1) f32 mels, (N, S, S, 3) u8 crops -> (N, S, S, 3) u8 (S: face_size)."""
       stats["compilations"] += 1  # runs at trace time only: counts compilations
       return to_u8(models.generate_frames(module, variables, mel, faces_of(crops)))
 
@@ -94,17 +97,15 @@ class LipSyncer:
 
     # One face image: its encoder features once (1, ...), then per batch the
     # audio-driven decoder alone, the features broadcast over the batch.
-    # (At the crop size: a larger model gets resized crops per frame.)
-    self.reuses_face_features = (models.has_face_features(module)
-                                 and models.face_size_of(module) in (None, FACE_SIZE))
+    self.reuses_face_features = models.has_face_features(module)
     if self.reuses_face_features:
       def encode_still(variables, crop):
-        """(1, 96, 96, 3) u8 -> the face encoder's features (1, ...)."""
+        """(1, S, S, 3) u8 -> the face encoder's features (1, ...)."""
         stats["still_compilations"] += 1
         return models.encode_faces(module, variables, faces_of(crop))
 
       def generate_still(variables, mel, feats):
-        """(N, 80, 16, 1) f32 mels + one face's features -> (N, 96, 96, 3) u8."""
+        """(N, 80, 16, 1) f32 mels + one face's features -> (N, S, S, 3) u8."""
         stats["still_compilations"] += 1
         return to_u8(models.decode_faces(module, variables, mel, feats))
 
@@ -162,7 +163,7 @@ class LipSyncer:
     """Compiles the generator for the fixed batch shape."""
     import jax
     mel = np.zeros((self.batch_size, 80, 16, 1), np.float32)
-    crops = np.zeros((self.batch_size, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+    crops = np.zeros((self.batch_size, self.face_size, self.face_size, 3), np.uint8)
     jax.block_until_ready(self.generate_batch(self.variables, mel, crops))
 
   # --- face track -----------------------------------------------------------
@@ -284,6 +285,7 @@ class LipSyncer:
       fixed = np.array([left, top, right, bottom], np.float64)
       track = lambda src: fixed
       has_face = lambda src: True
+      face_boxes = fixed[None]
     else:
       cache_path = self._cache_path(fin)
       hit = self._read_cache(cache_path)
@@ -306,6 +308,13 @@ class LipSyncer:
       final = self._final_boxes(raw_boxes, usable, (fh, fw))
       track = lambda src: final[src]
       has_face = lambda src: src < len(usable) and bool(usable[src])
+      face_boxes = final[usable]
+    if len(face_boxes):
+      side = float(np.median(np.minimum(face_boxes[:, 2] - face_boxes[:, 0],
+                                        face_boxes[:, 3] - face_boxes[:, 1])))
+      if side < self.face_size:
+        notes.append(f"the face is about {side:.0f} px, smaller than the model's "
+                     f"{self.face_size} px faces: it is upscaled")
 
     with tempfile.TemporaryDirectory(prefix="lipsync_") as tmpdir:
       source = FrameSource(fin, opts.resize_factor, n_source, tmpdir)
@@ -338,6 +347,7 @@ class LipSyncer:
                           still: bool = False) -> tuple[int, float]:
     opts = self.options
     bs = self.batch_size
+    crop = self.face_size
     abort = threading.Event()
     to_gen = Pipe(opts.queue_size, abort)
     to_paste = Pipe(opts.queue_size, abort)
@@ -366,7 +376,7 @@ class LipSyncer:
             box = blending.clip_box(track(src), frame.shape)
           if box is not None:
             x1, y1, x2, y2 = box
-            crops.append(cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE),
+            crops.append(cv2.resize(frame[y1:y2, x1:x2], (crop, crop),
                                     interpolation=cv2.INTER_AREA))
             rows.append(j)
           frames.append(frame)
@@ -392,7 +402,7 @@ class LipSyncer:
                 feats = self.encode_still(self.variables, crops[0][None])
               out = self.generate_still(self.variables, batch_mel, feats)
             else:
-              batch_crops = np.zeros((bs, FACE_SIZE, FACE_SIZE, 3), np.uint8)
+              batch_crops = np.zeros((bs, crop, crop, 3), np.uint8)
               batch_crops[:n] = np.stack(crops)
               batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
               out = self.generate_batch(self.variables, batch_mel, batch_crops)
