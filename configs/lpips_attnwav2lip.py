@@ -14,7 +14,9 @@ upstream (`sync_schedule`); batch 16, Adam lr 1e-4, default betas.
 Expert BN mode (`expert_bn`): "running" by default, see configs/wav2lip.py.
 
 `:tiny` is for tests; `:real` trains on real faces on a CPU against the
-landmark expert (README, "Lip-syncing real faces").
+landmark expert (README, "Lip-syncing real faces"). `:hq192` and `:hq256`
+train on 192 or 256 px faces, `:hq192_tiny` and `:hq256_tiny` are their CPU
+widths.
 """
 
 from __future__ import annotations
@@ -41,11 +43,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sync_schedule.initial = 0.0
   c.sync_schedule.value = 0.03
   c.sync_schedule.threshold = 0.75
-  if arg in ("tiny", "real"):
+  variants = ("tiny", "real", "hq192", "hq256", "hq192_tiny", "hq256_tiny")
+  if arg and arg not in variants:
+    raise ValueError(f"unknown config variant {arg!r}; expected one of {variants}")
+  if arg and arg.startswith("hq"):
+    # High resolution: 192 or 256 px faces (data prepared with --img-size S).
+    # The generator adds a full-resolution level (models.create face_size);
+    # the 96 px expert judges its frames resized (losses.resize_faces); a
+    # discriminator, if turned on, follows the size. Batch 8: a 192 px step
+    # costs ~2x a 96 px one (README, "Larger faces").
+    c.model.overrides.face_size = int(arg[2:5])
+    c.batch_size = 8
+  if arg in ("tiny", "real") or (arg or "").endswith("_tiny"):
     config_lib.tiny(c)
     c.lpips_net = "alexnet"   # 10x cheaper than VGG16 on a CPU
-  elif arg:
-    raise ValueError(f"unknown config variant {arg!r}; expected 'tiny' or 'real'")
   if arg == "real":
     # Real faces on a 2-core CPU, against the landmark expert
     # (configs/lip_sync.py, its WORKDIR/expert_pixels as syncnet_checkpoint).

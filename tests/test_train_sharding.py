@@ -29,12 +29,16 @@ def syncnet_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
           "label": (np.arange(b) % 2).astype(np.float32)}
 
 
-def generator_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+def generator_batch(b: int, seed: int = 0, size: int = 96) -> dict[str, np.ndarray]:
   r = np.random.default_rng(seed)
   audio = r.normal(-1, 1, (b, 5, 80, 16, 1)).astype(np.float32)
-  return {"target": r.integers(0, 256, (b, 5, 96, 96, 3), dtype=np.uint8),
-          "reference": r.integers(0, 256, (b, 5, 96, 96, 3), dtype=np.uint8),
+  return {"target": r.integers(0, 256, (b, 5, size, size, 3), dtype=np.uint8),
+          "reference": r.integers(0, 256, (b, 5, size, size, 3), dtype=np.uint8),
           "audio": audio, "sync_audio": audio[:, 0].copy()}
+
+
+def hq192_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
+  return generator_batch(b, seed, 192)
 
 
 def synctalkface_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -104,9 +108,12 @@ pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
     # Variants: two decoding paths, memory, lip encoder, dropout; TCN + AUs.
     ("synctalkface", synctalkface_batch, 1),
     ("au_tcn", au_tcn_batch, 1),
+    # High resolution: 192 px faces, the expert on resized frames.
+    ("lpips_attnwav2lip:hq192_tiny", hq192_batch, 1),
 ])
 def test_one_vs_eight_devices(name, make_batch, model_axis):
-  config = load_config(name)
+  name, _, arg = name.partition(":")
+  config = load_config(name, arg or "tiny")
   config.data_dir = "unused"
   config.optimizer.name = "sgd"
   # The expert's learned logit scale (10) and in-batch softmax give gradient
@@ -126,7 +133,7 @@ def test_one_vs_eight_devices(name, make_batch, model_axis):
   config.mesh_shard_min_size = 1024
   if config.phase == "generator":
     config.syncnet_checkpoint = "random"
-  if name == "wav2lip":
+  if name in ("wav2lip", "lpips_attnwav2lip"):
     config.sync_schedule.initial = 0.03  # sync term on: expert gradient path
   if name == "au_tcn":
     # The batch carries AU labels (the a2au loss); no dataset to check them against.

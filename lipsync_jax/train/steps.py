@@ -34,17 +34,18 @@ StepFn = Callable[[TrainState, Batch, Array], tuple[TrainState, Metrics]]
 LpipsApply = Callable[[PyTree, Array, Array], Array]
 
 IN_BATCH_SCALE = 10.0  # InfoNCE temperature when the expert has no learned scale
-MOUTH_ROW = 48  # rows MOUTH_ROW.. are the lower half of a 96x96 face
+EXPERT_FACE_SIZE = 96  # the face size the SyncNet expert works at
 
 
 def generator_inputs(batch: Batch) -> tuple[Array, Array]:
-  """Contract-5 generator batch -> (faces (B,T,96,96,6), ground truth (B,T,96,96,3)).
+  """Contract-5 generator batch -> (faces (B,T,S,S,6), ground truth (B,T,S,S,3)).
 
-  faces = concat([target with rows 48.. zeroed, reference], -1) in [0, 1].
+  faces = concat([target with rows S/2.. zeroed, reference], -1) in [0, 1]
+  (S = 96 for upstream's models, or the dataset's face size).
   """
   gt = to_unit(batch["target"])
   ref = to_unit(batch["reference"])
-  masked = gt.at[:, :, MOUTH_ROW:].set(0.0)
+  masked = gt.at[:, :, gt.shape[2] // 2:].set(0.0)
   return jnp.concatenate([masked, ref], axis=-1), gt
 
 
@@ -59,7 +60,9 @@ def _apply_updates(tx, grads, opt_state, params):
 
 def _syncnet_forward(model: nn.Module, trainable: PyTree, batch_stats: PyTree,
                      batch: Batch, train: bool, in_batch_weight: float = 0.0):
-  faces = losses.lower_half_stack(to_unit(batch["faces"]))  # (B,48,96,15)
+  # A dataset of larger faces trains the same 96 px expert on resized ones.
+  faces = losses.lower_half_stack(losses.resize_faces(to_unit(batch["faces"]),
+                                                      EXPERT_FACE_SIZE))  # (B,48,96,15)
   variables = {"params": trainable["model"], "batch_stats": batch_stats}
   if train:
     (a, v), updates = model.apply(variables, batch["audio"], faces, train=True,

@@ -131,7 +131,17 @@ def _init_variables(module, rng, *inputs) -> tuple[Any, Any]:
   return variables["params"], variables.get("batch_stats", {})
 
 
-def _dummy_inputs(arch: str) -> tuple[Any, ...]:
+def face_size(config: ml_collections.ConfigDict) -> int:
+  """The side of the faces the trained model takes: its `face_size` override
+  (generators and discriminator at 96, 128, 192, 256, ...), else 96."""
+  return int(config.model.overrides.get("face_size", IMG) or IMG)
+
+
+def _dummy_inputs(arch: str, size: int = IMG) -> tuple[Any, ...]:
+  if arch in models.GENERATORS:
+    return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, size, size, 6)))
+  if arch == "wav2lip_disc_qual":
+    return (jnp.zeros((1, 1, size, size, 3)),)
   if arch == "syncnet_color":
     return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG // 2, IMG, 15)))
   if arch in models.GENERATORS or arch == "synctalkface":
@@ -161,6 +171,20 @@ def _check_au_columns(config, model_aus: tuple[int, ...]) -> None:
   if stored != model_aus:
     raise TrainConfigError(f"the dataset's AU labels have columns {stored}, the model "
                            f"predicts {model_aus}: set config.model.overrides.aus")
+
+
+def _check_face_size(config: ml_collections.ConfigDict) -> None:
+  """A generator trains on crops of its own face size; the expert takes any
+  (they are resized to its 96 px)."""
+  if config.phase != "generator":
+    return
+  from lipsync_jax import data  # pylint: disable=g-import-not-at-top
+  stored = data.load_index(config.data_dir).img_size
+  if stored != face_size(config):
+    raise TrainConfigError(
+        f"the model takes {face_size(config)} px faces (config.model.overrides.face_size) "
+        f"but {config.data_dir} holds {stored} px crops; prepare the data with "
+        f"--img-size {face_size(config)} or set face_size={stored}")
 
 
 def _tree_shapes(tree: Any) -> Any:
@@ -223,7 +247,7 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
   arch = config.model.arch
   model = models.create(arch, dtype=dtype, **model_kwargs(config))
   params, batch_stats = _init_variables(_model_for_init(model, arch), init_rng,
-                                        *_dummy_inputs(arch))
+                                        *_dummy_inputs(arch, face_size(config)))
   init_meta: dict[str, Any] = {}
   if config.init_from and not resuming:
     params, batch_stats, init_meta = _init_from(config, params, batch_stats)
@@ -281,9 +305,12 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
       lpips_apply = lambda p, x, y: lpips_lib.lpips_distance(p, x, y, net, dtype)
     disc = d_params = d_tx = None
     if float(config.loss.gan) > 0:
+      # The discriminator judges the generator's faces at their size.
+      size_kw = {"face_size": face_size(config)} if face_size(config) != IMG else {}
       disc = models.create(config.disc.arch, dtype=dtype,
-                           width_multiplier=float(config.disc.width_multiplier))
-      d_params, _ = _init_variables(disc, d_rng, *_dummy_inputs(config.disc.arch))
+                           width_multiplier=float(config.disc.width_multiplier), **size_kw)
+      d_params, _ = _init_variables(disc, d_rng,
+                                    *_dummy_inputs(config.disc.arch, face_size(config)))
       d_tx = state_lib.make_optimizer(config.disc.learning_rate, config.disc.b1,
                                       config.disc.b2)
     au_cls = None
@@ -475,6 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bad configs or inputs; TrainingDiverged for a NaN/Inf loss.
   """
   _validate(config)
+  _check_face_size(config)
   if config.distributed:
     _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
