@@ -1,6 +1,6 @@
 """The one-command end-to-end demo: synthesise, prepare, train, lip-sync, score.
 
-    python -m lipsync_jax.demo --workdir runs/demo [--quick] [--seed 0]
+    python -m lipsync_jax.demo --workdir runs/demo [--quick] [--seed 0] [--face-size 96]
 
 Offline and on CPU, from installed packages only:
 
@@ -51,6 +51,7 @@ from lipsync_jax import machine
 # `--help` and argument errors are instant.
 
 IDENTITIES = 4
+FACE_SIZES = (96, 192, 256)  # --face-size: the generator's (and the data's) faces
 HELDOUT_IDENTITY = 3
 STAGES = ("synthesize", "prepare", "expert", "generator", "lipsync", "evaluate", "mouth",
           "report")
@@ -183,12 +184,15 @@ def _write_wav(path: pathlib.Path, wav: np.ndarray, sr: int, sf) -> None:
 # Stage 2: data_prep.
 # -----------------------------------------------------------------------------
 
-def prepare_data(workdir: pathlib.Path, progress: bool = True) -> dict[str, Any]:
-  """data_prep on DIR/raw, then train/val splits by identity."""
+def prepare_data(workdir: pathlib.Path, progress: bool = True,
+                 face_size: int = 96) -> dict[str, Any]:
+  """data_prep on DIR/raw (crops of `face_size`), then train/val splits by
+  identity."""
   from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
   from lipsync_jax.data import preprocess_lib  # pylint: disable=import-outside-toplevel
   data_dir = workdir / "data"
-  report = preprocess_lib.run(workdir / "raw", data_dir, preprocess_lib.PrepConfig(),
+  report = preprocess_lib.run(workdir / "raw", data_dir,
+                              preprocess_lib.PrepConfig(img_size=int(face_size)),
                               workers=1, progress=progress)
   index = fmt.load_index(data_dir)
   held = f"id{HELDOUT_IDENTITY}/"
@@ -207,12 +211,21 @@ def prepare_data(workdir: pathlib.Path, progress: bool = True) -> dict[str, Any]
 # Stages 3-4: training.
 # -----------------------------------------------------------------------------
 
+def _generator_config(spec: DemoSpec, face_size: int = 96):
+  config = load_config("generator" + ("_quick" if spec.quick else ""))
+  if face_size != 96:
+    config.model.overrides.face_size = int(face_size)
+  return config
+
+
 def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
-          progress: bool = True) -> dict[str, Any]:
-  """Runs `train_lib.train_and_evaluate` with the demo config of `phase`."""
+          progress: bool = True, face_size: int = 96) -> dict[str, Any]:
+  """Runs `train_lib.train_and_evaluate` with the demo config of `phase`
+  (the generator at `face_size`; the expert takes any size)."""
   import jax  # pylint: disable=import-outside-toplevel
   from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
-  config = load_config(phase + ("_quick" if spec.quick else ""))
+  config = (_generator_config(spec, face_size) if phase == "generator"
+            else load_config(phase + ("_quick" if spec.quick else "")))
   config.data_dir = str(workdir / "data")
   config.seed = int(seed)
   config.progress_bar = progress
@@ -230,19 +243,21 @@ def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
   return summary
 
 
-def initial_generator(workdir: pathlib.Path, spec: DemoSpec, seed: int) -> pathlib.Path:
+def initial_generator(workdir: pathlib.Path, spec: DemoSpec, seed: int,
+                      face_size: int = 96) -> pathlib.Path:
   """Exports the generator's initial weights (the trainer's init for `seed`)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
   from lipsync_jax import models  # pylint: disable=import-outside-toplevel
   from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
-  config = load_config("generator" + ("_quick" if spec.quick else ""))
+  config = _generator_config(spec, face_size)
   kwargs = train_lib.model_kwargs(config)
   module = models.create(config.model.arch, **kwargs)
   init_rng, _ = jax.random.split(jax.random.PRNGKey(int(seed)))
+  size = int(face_size)
   variables = jax.jit(lambda r: module.init(
-      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 96, 96, 6)), train=False))(init_rng)
+      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, size, size, 6)), train=False))(init_rng)
   path = workdir / "generator_init"
   if not path.exists():
     checkpoint.save_model(str(path), config.model.arch, kwargs,
@@ -332,18 +347,37 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
     d = pathlib.Path(pair["dir"])
     truths.append((np.stack(list(video_lib.iter_frames(str(d / "ground_truth.mp4")))),
                    np.load(d / "lip_mask.npz")["mask"]))
+  # The mouth region at the video's own resolution: the box around every
+  # pair's lip pixels, with half its size again as margin on each side.
+  ys, xs = np.nonzero(np.any([m.any(axis=0) for _, m in truths], axis=0))
+  h, w = truths[0][1].shape[1:]
+  my, mx = (ys.max() - ys.min()) // 2, (xs.max() - xs.min()) // 2
+  region = (slice(max(0, ys.min() - my), min(h, ys.max() + my + 1)),
+            slice(max(0, xs.min() - mx), min(w, xs.max() + mx + 1)))
+  crop = lambda x: x[:, region[0], region[1]]
+  out["mouth_region"] = [int(region[0].start), int(region[0].stop),
+                         int(region[1].start), int(region[1].stop)]
+  out["ground_truth"] = {"mouth_sharpness": float(np.mean(np.concatenate(
+      [metrics.laplacian_variance(crop(t)) for t, _ in truths])))}
   for name in ("before", "after"):
-    colours = []
+    colours, recon, sharp = [], [], []
     for pair, (truth, mask) in zip(pairs, truths):
       d = pathlib.Path(pair["dir"])
       frames = np.stack(list(video_lib.iter_frames(str(d / f"{name}.mp4"))))
       n = min(len(frames), len(truth), len(mask))
       colours.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
+      recon.append(metrics.reconstruction_metrics(crop(frames[:n]), crop(truth[:n]), lpips))
+      sharp.append(metrics.laplacian_variance(crop(frames[:n])))
     entry = {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
              "lip_mean_colour_lab_distance": float(np.mean(
                  [c["mean_colour_lab_distance"] for c in colours])),
              "lip_mean_bgr": colours[0]["mean_bgr"],
-             "truth_lip_mean_bgr": colours[0]["target_mean_bgr"]}
+             "truth_lip_mean_bgr": colours[0]["target_mean_bgr"],
+             # In the mouth region at the video's resolution (sharpness:
+             # variance of the Laplacian; the truth's is out["ground_truth"]).
+             **{f"mouth_region_{k}": float(np.mean([r[k] for r in recon]))
+                for k in ("psnr", "ssim", "lpips")},
+             "mouth_sharpness": float(np.mean(np.concatenate(sharp)))}
     if name in crops and "ground_truth" in crops:
       n = min(len(crops[name]), len(crops["ground_truth"]))
       half = crops[name].shape[1] // 2
@@ -486,6 +520,14 @@ def format_table(summary: dict[str, Any]) -> str:
                  f"{b['lip_lab_distance']:.1f}, mouth-crop LPIPS "
                  f"{a.get('mouth_lpips', float('nan')):.3f} -> "
                  f"{b.get('mouth_lpips', float('nan')):.3f}")
+    if "mouth_sharpness" in b:
+      truth = (mouth.get("ground_truth") or {}).get("mouth_sharpness", float("nan"))
+      lines.append(f"mouth region at {summary.get('face_size', 96)} px faces, init -> trained: "
+                   f"PSNR {a['mouth_region_psnr']:.2f} -> {b['mouth_region_psnr']:.2f} dB, "
+                   f"SSIM {a['mouth_region_ssim']:.3f} -> {b['mouth_region_ssim']:.3f}, "
+                   f"LPIPS {a['mouth_region_lpips']:.3f} -> {b['mouth_region_lpips']:.3f}, "
+                   f"sharpness (Laplacian variance) {a['mouth_sharpness']:.0f} -> "
+                   f"{b['mouth_sharpness']:.0f} (ground truth {truth:.0f})")
   lines.append("time per stage:")
   for stage, secs in summary.get("timings_s", {}).items():
     per_step = (summary.get(stage) or {}).get("step_time_s") if stage in (
@@ -524,15 +566,18 @@ def _write_json(path: pathlib.Path, data: Any) -> None:
 
 
 def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
-             force: bool = False, progress: bool = True,
+             force: bool = False, progress: bool = True, face_size: int = 96,
              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
              ) -> dict[str, Any]:
   """Runs every stage; returns (and writes to DIR/demo_summary.json) the summary."""
   spec = QUICK if quick else FULL
+  if face_size not in FACE_SIZES:
+    raise DemoError(f"--face-size must be one of {FACE_SIZES}, got {face_size}")
   workdir = pathlib.Path(workdir).resolve()
   _check_workdir(workdir, force)
   timings: dict[str, float] = {}
   summary: dict[str, Any] = {"workdir": str(workdir), "quick": quick, "seed": seed,
+                             "face_size": face_size,
                              "spec": dataclasses.asdict(spec),
                              "machine": machine.describe(), "timings_s": timings}
   t_all = time.perf_counter()
@@ -546,15 +591,15 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
 
   data = stage("synthesize", synthesize_data, workdir, spec, seed, progress)
   summary["data"] = data
-  summary["prepare"] = stage("prepare", prepare_data, workdir, progress)
+  summary["prepare"] = stage("prepare", prepare_data, workdir, progress, face_size)
   expert = stage("expert", train, workdir, "syncnet", spec, seed, progress)
   summary["expert"] = _brief(expert)
   summary["expert_val_accuracy"] = (expert.get("final_eval") or {}).get("accuracy")
-  generator = stage("generator", train, workdir, "generator", spec, seed, progress)
+  generator = stage("generator", train, workdir, "generator", spec, seed, progress, face_size)
   summary["generator"] = _brief(generator)
 
   def _lipsync():
-    initial_generator(workdir, spec, seed)
+    initial_generator(workdir, spec, seed, face_size)
     return lipsync(workdir, data["heldout"], progress)
   summary["lipsync"] = stage("lipsync", _lipsync)
   sync = stage("evaluate", score_videos, workdir, data["heldout"], progress)
@@ -586,13 +631,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--force", action="store_true", help="replace an existing demo workdir")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--face-size", type=int, default=96,
+                 help=f"face crops and generator size, one of {FACE_SIZES} (default 96)")
   cache.add_no_cache_argument(p)
   a = p.parse_args(argv)
   if not a.no_cache:
     cache.enable_compilation_cache()
   try:
     summary = run_demo(a.workdir, quick=a.quick, seed=a.seed, force=a.force,
-                       progress=not a.no_progress)
+                       progress=not a.no_progress, face_size=a.face_size)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     return 2

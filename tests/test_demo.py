@@ -100,6 +100,23 @@ def test_lip_mask_marks_the_lip_ring_and_scores_colour():
     metrics.masked_lab_distance(grey, clip.frames, np.zeros_like(mask))
 
 
+def test_laplacian_variance_is_lower_for_a_blurred_mouth():
+  import cv2
+  clip = synthetic.render_clip("bin blue at a now", 3, motion_seed=5, out_size=192)
+  frames = clip.frames[:4]
+  blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])
+  sharp, soft = metrics.laplacian_variance(frames), metrics.laplacian_variance(blurred)
+  assert sharp.shape == (4,) and np.all(soft < 0.5 * sharp)
+
+
+def test_cli_bad_face_size_is_one_line_and_writes_nothing(tmp_path, capsys):
+  assert demo.main(["--workdir", str(tmp_path / "d"), "--face-size", "100",
+                    "--no-progress", "--no-cache"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--face-size must be one of (96, 192, 256)" in err[0]
+  assert not (tmp_path / "d").exists()
+
+
 def test_cli_refuses_a_non_empty_foreign_workdir(tmp_path, capsys):
   (tmp_path / "precious.txt").write_text("keep me")
   assert demo.main(["--workdir", str(tmp_path), "--force", "--no-progress"]) == 2
@@ -143,6 +160,10 @@ def test_quick_demo_end_to_end(tmp_path):
   assert mouth["after"]["mouth_lpips"] < mouth["before"]["mouth_lpips"], mouth
   assert mouth["after"]["lip_lab_distance"] < mouth["before"]["lip_lab_distance"], mouth
   assert "lip colour" in proc.stdout and "machine:" in proc.stdout
+  # The mouth region at the video's resolution: reconstruction and sharpness.
+  assert mouth["after"]["mouth_region_psnr"] > 0 and 0 < mouth["after"]["mouth_region_ssim"] <= 1
+  assert mouth["after"]["mouth_sharpness"] > 0 and mouth["ground_truth"]["mouth_sharpness"] > 0
+  assert summary["face_size"] == 96 and "mouth region at 96 px" in proc.stdout
   assert summary["machine"]["cores"] >= 1 and summary["machine"]["cpu"]
   for stage in ("expert", "generator"):
     assert 0 < summary[stage]["step_time_s"] < summary[stage]["wall_time_s"], summary[stage]

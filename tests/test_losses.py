@@ -84,14 +84,25 @@ def test_sync_loss_of_a_192px_generator_goes_through_a_differentiable_resize():
   and the sync loss's gradient reaches the generator's parameters."""
   from lipsync_jax import models
   rng = np.random.default_rng(2)
+
+  def random_variables(module, *args):
+    # eval_shape + numpy: compiling `init`'s random initialisers is the slow part.
+    def fill(path, leaf):
+      if path[-1].key in ("scale", "var"):
+        return np.ones(leaf.shape, np.float32)
+      fan_in = max(1, int(np.prod(leaf.shape[:-1])))
+      return rng.normal(0, np.sqrt(2 / fan_in), leaf.shape).astype(np.float32)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args))
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
   expert = models.create("syncnet_color", width_multiplier=0.0625)
-  ev = expert.init(jax.random.key(0), jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 48, 96, 15)))
+  ev = random_variables(expert, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 48, 96, 15)))
   expert_apply = lambda a, v: expert.apply(ev, a, v)
   gen = models.create("wav2lip", width_multiplier=0.0625, face_size=192)
   mel = jnp.asarray(rng.normal(size=(2, 5, 80, 16, 1)), jnp.float32)
   faces = jnp.asarray(rng.uniform(size=(2, 5, 192, 192, 6)), jnp.float32)
   audio = jnp.asarray(rng.normal(size=(2, 80, 16, 1)), jnp.float32)
-  gv = gen.init(jax.random.key(1), mel[0], faces[0])
+  gv = random_variables(gen, mel[0], faces[0])
 
   def loss_of(params):
     out = gen.apply({**gv, "params": params}, mel, faces)   # (2, 5, 192, 192, 3)

@@ -571,6 +571,19 @@ def reconstruction_metrics(generated: np.ndarray, target: np.ndarray,
   return out
 
 
+def laplacian_variance(frames: np.ndarray) -> np.ndarray:
+  """Sharpness: per-frame variance of the Laplacian (3x3) of the grey image.
+
+  frames (N, H, W, 3) BGR uint8 -> (N,) float; higher is sharper (a blurred
+  copy of a frame scores lower)."""
+  frames = np.asarray(frames)
+  out = np.empty(len(frames), np.float64)
+  for i, f in enumerate(frames):
+    grey = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_BGR2GRAY)
+    out[i] = cv2.Laplacian(grey, cv2.CV_64F, ksize=3).var()
+  return out
+
+
 def masked_lab_distance(frames: np.ndarray, target: np.ndarray,
                         mask: np.ndarray) -> dict[str, Any]:
   """Colour agreement of `frames` with `target` on the `mask` pixels.
