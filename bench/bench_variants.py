@@ -23,7 +23,6 @@ Prints a Markdown table and writes WORKDIR/bench_variants.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -37,10 +36,8 @@ GENERATORS = ("lpips_attnwav2lip", "synctalkface", "au_tcn")
 
 
 def load_config(name: str, arg: str | None = None):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  from lipsync_jax.train import config_lib  # pylint: disable=import-outside-toplevel
+  return config_lib.load(ROOT / "configs" / f"{name}.py", arg)
 
 
 def _run(cmd: list[str]) -> None:

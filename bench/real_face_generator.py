@@ -82,18 +82,14 @@ def train(data: pathlib.Path, expert: pathlib.Path, out: pathlib.Path, sync: boo
 
 def initial_model(workdir: pathlib.Path) -> pathlib.Path:
   """The generator's initial weights, as the trainer draws them (seed 0)."""
-  import importlib.util
-  import jax
+    import jax
   import jax.numpy as jnp
   from lipsync_jax import checkpoint, models
-  from lipsync_jax.train import train_lib
+  from lipsync_jax.train import config_lib, train_lib
   path = workdir / "generator_init"
   if path.exists():
     return path
-  spec = importlib.util.spec_from_file_location("cfg", REPO / "configs" / "lpips_attnwav2lip.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config("real")
+  config = config_lib.load(REPO / "configs" / "lpips_attnwav2lip.py", "real")
   kwargs = train_lib.model_kwargs(config)
   module = models.create(config.model.arch, **kwargs)
   init_rng, _ = jax.random.split(jax.random.PRNGKey(int(config.seed)))

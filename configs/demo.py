@@ -39,26 +39,22 @@ The demo sets `data_dir`, `syncnet_checkpoint` and `seed` itself.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-from typing import Any
 
 import ml_collections
 
+from lipsync_jax.train import config_lib
 
-def _sibling(name: str) -> Any:
-  """Imports configs/<name>.py by path (configs/ is not a package)."""
-  path = pathlib.Path(__file__).resolve().with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"_lipsync_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+
+def _sibling(name: str, arg: str) -> ml_collections.ConfigDict:
+  """configs/<name>.py:<arg> (configs/ is not a package)."""
+  return config_lib.load(pathlib.Path(__file__).resolve().with_name(f"{name}.py"), arg)
 
 VARIANTS = ("syncnet", "generator", "syncnet_quick", "generator_quick")
 
 
 def syncnet(quick: bool = False) -> ml_collections.ConfigDict:
-  c = _sibling("syncnet").get_config("tiny")
+  c = _sibling("syncnet", "tiny")
   c.model.width_multiplier = 0.25
   c.batch_size = 32
   # 1000 steps: with 800 the held-out accuracy was 92.8 / 90.2 / 88.3% on
@@ -79,7 +75,7 @@ def syncnet(quick: bool = False) -> ml_collections.ConfigDict:
 
 
 def generator(quick: bool = False) -> ml_collections.ConfigDict:
-  c = _sibling("lpips_attnwav2lip").get_config("tiny")
+  c = _sibling("lpips_attnwav2lip", "tiny")
   # Width 0.125 with 16 channels at 96x96 and 48x48 (module docstring): fewer
   # channels there cannot carry the face's colours.
   c.model.width_multiplier = 0.125

@@ -96,14 +96,11 @@ def _repo_root() -> pathlib.Path:
 
 def load_config(variant: str):
   """`configs/demo.py:<variant>` as an ml_collections ConfigDict."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.train import config_lib  # pylint: disable=import-outside-toplevel
   path = _repo_root() / "configs" / "demo.py"
   if not path.is_file():
     raise DemoError(f"demo config not found: {path} (run the demo from a source checkout)")
-  spec = importlib.util.spec_from_file_location("_lipsync_demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load(path, variant)
 
 
 # -----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ test_train_sharding)."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from lipsync_jax import checkpoint as model_ckpt
 from lipsync_jax import inference
 from lipsync_jax.data import testing as data_testing
+from lipsync_jax.train import config_lib
 from lipsync_jax.train import summary as summary_lib
 from lipsync_jax.train import train_lib
 
@@ -21,10 +21,7 @@ pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 
 
 def hq_config(data, steps, arg="hq192_tiny"):
-  spec = importlib.util.spec_from_file_location("cfg_hq", REPO / "configs" / "lpips_attnwav2lip.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
+  c = config_lib.load(REPO / "configs" / "lpips_attnwav2lip.py", arg)
   c.data_dir = str(data)
   c.num_steps = steps
   c.batch_size = 2

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import jax
 import numpy as np
 import pytest
 
+from lipsync_jax.train import config_lib
 from lipsync_jax.train import sharding as sharding_lib
 from lipsync_jax.train import train_lib
 
@@ -16,10 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str, arg: str = "tiny"):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return config_lib.load(REPO / "configs" / f"{name}.py", arg)
 
 
 def syncnet_batch(b: int, seed: int = 0) -> dict[str, np.ndarray]:

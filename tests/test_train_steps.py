@@ -3,7 +3,6 @@ frozen, and the options (expert BN mode, bf16, learned cosine scale) work."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import jax
@@ -13,6 +12,7 @@ import pytest
 
 from lipsync_jax import losses
 from lipsync_jax import models
+from lipsync_jax.train import config_lib
 from lipsync_jax.train import sharding as sharding_lib
 from lipsync_jax.train import steps as steps_lib
 from lipsync_jax.train import train_lib
@@ -22,10 +22,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str, arg: str = "tiny"):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
+  c = config_lib.load(REPO / "configs" / f"{name}.py", arg)
   c.data_dir = "unused"
   return c
 
@@ -228,3 +225,13 @@ def test_val_batches_are_never_augmented(tmp_path):
   for k in plain:
     np.testing.assert_array_equal(val[k], plain[k], err_msg=k)
   assert not np.array_equal(train["faces"], train_plain["faces"])
+
+
+def test_config_files_load_by_path_as_train_py_does(tmp_path):
+  hq = config_lib.load(REPO / "configs" / "lpips_attnwav2lip.py", "hq192_tiny")
+  assert hq.model.overrides.face_size == 192 and hq.phase == "generator"
+  assert config_lib.load(REPO / "configs" / "syncnet.py").phase == "syncnet"  # get_config()
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    config_lib.load(tmp_path / "nope.py")
+  with pytest.raises(train_lib.TrainConfigError, match="cannot build 'syncnet_color_v2'"):
+    train_lib._dummy_inputs("syncnet_color_v2")

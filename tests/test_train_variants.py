@@ -4,7 +4,6 @@ what they export (infer.py, the memory grid)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
@@ -17,6 +16,7 @@ from lipsync_jax import checkpoint as model_ckpt
 from lipsync_jax import data as data_lib
 from lipsync_jax.data import au_store
 from lipsync_jax.data import testing as data_testing
+from lipsync_jax.train import config_lib
 from lipsync_jax.train import families
 from lipsync_jax.train import summary as summary_lib
 from lipsync_jax.train import train_lib
@@ -26,10 +26,7 @@ AUS = au_proxies.DEFAULT_AUS
 
 
 def load_config(name: str, arg: str = "tiny"):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return config_lib.load(REPO / "configs" / f"{name}.py", arg)
 
 
 def write_labels(data_dir, seed=0):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from lipsync_jax.models.layers import ConvLReLU, extra_levels, fold_time, scaled
+from lipsync_jax.models.layers import ConvLReLU, bottleneck_side, extra_levels, fold_time, scaled
 
 # (features, kernel, stride, padding) per layer, per block; no normalisation.
 _BLOCKS = (
@@ -33,8 +33,7 @@ def _layout(face_size: int):
   k3 p0 conv becomes k4 where the map is 4x4 (128, 256); 192 and up add
   `layers.extra_levels` halving blocks after block 1 (like block 2, at 64
   channels)."""
-  k = extra_levels(face_size)
-  b = face_size >> (5 + k)
+  k, b = extra_levels(face_size), bottleneck_side(face_size)
   extra = ((64, 5, 2, 2), (64, 5, 1, 2))
   return (_BLOCKS[:2] + (extra,) * k + _BLOCKS[2:-1]
           + (((512, b, 1, 0),) + _BLOCKS[-1][1:],))

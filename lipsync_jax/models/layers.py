@@ -52,6 +52,12 @@ def extra_levels(face_size: int) -> int:
   raise ValueError(f"face size must be one of {FACE_SIZES}, got {face_size}")
 
 
+def bottleneck_side(face_size: int) -> int:
+  """The side of the map the U-Nets' last k x k p0 conv reduces to 1x1: 3
+  for 96, 192, 384 px faces; 4 for 128, 256, 512."""
+  return face_size >> (5 + extra_levels(face_size))
+
+
 _DN = ("NHWC", "HWIO", "NHWC")
 Padding2D = IntPair | Sequence[tuple[int, int]]
 

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from lipsync_jax.models.audio_encoder import AudioEncoder
-from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, extra_levels, fold_time, scaled,
-                                       unfold_time)
+from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, bottleneck_side, extra_levels,
+                                       fold_time, scaled, unfold_time)
 
 # (features, kernel, stride, padding, residual) per layer, per block.
 _ENCODER = (
@@ -56,8 +56,7 @@ def _layout(face_size: int):
   """(encoder blocks, decoder up-blocks) for a `face_size` px face: the
   upstream layout at 96; at 128 (256) the k3 p0 bottleneck conv and the
   first transposed conv are k4 (a 4x4 map); 192 and up add levels."""
-  k = extra_levels(face_size)
-  b = face_size >> (5 + k)  # the map the bottleneck conv reduces to 1x1: 3 or 4
+  k, b = extra_levels(face_size), bottleneck_side(face_size)
   encoder = (_ENCODER[:1] + (_EXTRA_DOWN,) * k + _ENCODER[1:-1]
              + (((512, b, 1, 0, False),) + _ENCODER[-1][1:],))
   decoder = ((512, b, 1, 0, 0, 1),) + _DECODER_UP[1:] + (_EXTRA_UP,) * k

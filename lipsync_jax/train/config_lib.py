@@ -7,6 +7,10 @@ there); this module holds the keys every config has, so that `train.py
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import pathlib
+
 import ml_collections
 
 PHASES = ("syncnet", "generator", "au")
@@ -131,3 +135,19 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.expert_width_multiplier = 0.0625
     c.disc.width_multiplier = 0.0625
   return c
+
+
+def load(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The config that `train.py --config=PATH:ARG` builds: the file's
+  `get_config(arg)` (`get_config()` when `arg` is None).
+
+  Raises:
+    FileNotFoundError: `path` is not a file.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"config file not found: {path}")
+  spec = importlib.util.spec_from_file_location(f"_lipsync_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)

@@ -138,21 +138,23 @@ def face_size(config: ml_collections.ConfigDict) -> int:
 
 
 def _dummy_inputs(arch: str, size: int = IMG) -> tuple[Any, ...]:
-  if arch in models.GENERATORS:
+  """Zero inputs of batch 1 that `init` traces `arch` with; `size` is the
+  face side of the sized models (the generators and the discriminator)."""
+  if arch in models.GENERATORS or arch == "synctalkface":
     return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, size, size, 6)))
   if arch == "wav2lip_disc_qual":
     return (jnp.zeros((1, 1, size, size, 3)),)
   if arch == "syncnet_color":
     return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG // 2, IMG, 15)))
-  if arch in models.GENERATORS or arch == "synctalkface":
-    return (jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, IMG, IMG, 6)))
   if arch == "au_tcn":
     return (jnp.zeros((1, 5, 80, 16, 1)), jnp.zeros((1, 5, IMG, IMG, 6)))
   if arch == "audio_to_au":
     return (jnp.zeros((1, 5, 80, 16, 1)),)
   if arch == "au_classifier":
     return (jnp.zeros((1, IMG // 2, IMG, 3)),)
-  return (jnp.zeros((1, 1, IMG, IMG, 3)),)
+  raise TrainConfigError(f"the trainer cannot build {arch!r}; it trains "
+                         f"{', '.join(TRAINABLE_GENERATORS + AU_ARCHS)}, "
+                         "syncnet_color and wav2lip_disc_qual")
 
 
 def _model_for_init(model, arch: str):
@@ -180,11 +182,12 @@ def _check_face_size(config: ml_collections.ConfigDict) -> None:
     return
   from lipsync_jax import data  # pylint: disable=g-import-not-at-top
   stored = data.load_index(config.data_dir).img_size
-  if stored != face_size(config):
+  size = face_size(config)
+  if stored != size:
     raise TrainConfigError(
-        f"the model takes {face_size(config)} px faces (config.model.overrides.face_size) "
+        f"the model takes {size} px faces (config.model.overrides.face_size) "
         f"but {config.data_dir} holds {stored} px crops; prepare the data with "
-        f"--img-size {face_size(config)} or set face_size={stored}")
+        f"--img-size {size} or set face_size={stored}")
 
 
 def _tree_shapes(tree: Any) -> Any:
@@ -245,9 +248,10 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
   init_rng, d_rng = jax.random.split(rng)
   dtype = _dtype(config)
   arch = config.model.arch
+  size = face_size(config)
   model = models.create(arch, dtype=dtype, **model_kwargs(config))
   params, batch_stats = _init_variables(_model_for_init(model, arch), init_rng,
-                                        *_dummy_inputs(arch, face_size(config)))
+                                        *_dummy_inputs(arch, size))
   init_meta: dict[str, Any] = {}
   if config.init_from and not resuming:
     params, batch_stats, init_meta = _init_from(config, params, batch_stats)
@@ -306,11 +310,10 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
     disc = d_params = d_tx = None
     if float(config.loss.gan) > 0:
       # The discriminator judges the generator's faces at their size.
-      size_kw = {"face_size": face_size(config)} if face_size(config) != IMG else {}
+      size_kw = {"face_size": size} if size != IMG else {}
       disc = models.create(config.disc.arch, dtype=dtype,
                            width_multiplier=float(config.disc.width_multiplier), **size_kw)
-      d_params, _ = _init_variables(disc, d_rng,
-                                    *_dummy_inputs(config.disc.arch, face_size(config)))
+      d_params, _ = _init_variables(disc, d_rng, *_dummy_inputs(config.disc.arch, size))
       d_tx = state_lib.make_optimizer(config.disc.learning_rate, config.disc.b1,
                                       config.disc.b2)
     au_cls = None
