@@ -5,7 +5,8 @@
     python infer.py --checkpoint CKPT --jobs jobs.csv [--report report.json]
 
 CKPT is an exported model directory, a training workdir or an upstream
-PyTorch .pth. FACE is a video or a still image (.png/.jpg/...); AUDIO is any
+PyTorch .pth, or an ONNX file from `python -m lipsync_jax.export`, which runs
+with onnxruntime (`--backend`). FACE is a video or a still image (.png/.jpg/...); AUDIO is any
 file ffmpeg reads (wav, mp3, the audio of an mp4, ...). In batch mode every
 row `face,audio,outfile` of the CSV (relative paths are relative to the CSV)
 is run with the same compiled model; failing rows are reported and skipped.
@@ -43,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                  metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                  help="fixed face box for every frame (skips detection)")
   p.add_argument("--fps", type=float, default=25.0, help="output fps for a still image")
-  p.add_argument("--batch-size", "--batch_size", type=int, default=64,
-                 help="generator batch size")
+  p.add_argument("--batch-size", "--batch_size", type=int, default=None,
+                 help="generator batch size (default 64; an ONNX file has its own)")
+  p.add_argument("--backend", choices=("auto", "jax", "onnxruntime"), default="auto",
+                 help="run the generator with JAX, or an ONNX file from python -m "
+                      "lipsync_jax.export with onnxruntime (default: onnxruntime for "
+                      "a .onnx checkpoint, else jax)")
   p.add_argument("--static", action="store_true", help="use only the first frame of the video")
   p.add_argument("--hard-paste", action="store_true",
                  help="paste the whole box as upstream (no feathering/colour matching)")
@@ -79,10 +84,23 @@ def _summary(report) -> str:
           f"{t['first_frame']:.1f}s [{stages}]")
 
 
+def _backend(args) -> str:
+  is_onnx = args.checkpoint.lower().endswith(".onnx")
+  return ("onnxruntime" if is_onnx else "jax") if args.backend == "auto" else args.backend
+
+
 def _quick_check(args) -> str | None:
   """The cheapest input errors (the full checks are `inference.prepare`)."""
   if not os.path.exists(args.checkpoint):
     return f"checkpoint not found: {args.checkpoint}"
+  is_onnx = os.path.isfile(args.checkpoint) and args.checkpoint.lower().endswith(".onnx")
+  if _backend(args) == "onnxruntime" and not is_onnx:
+    return (f"--backend onnxruntime runs an exported .onnx file, not {args.checkpoint}: "
+            f"python -m lipsync_jax.export --checkpoint {args.checkpoint} --out model.onnx")
+  if _backend(args) == "jax" and is_onnx:
+    return f"{args.checkpoint} is an ONNX file: run it with --backend onnxruntime"
+  if args.batch_size is not None and args.batch_size < 1:
+    return f"batch size must be >= 1, got {args.batch_size}"
   if args.jobs is not None:
     return None if os.path.isfile(args.jobs) else f"jobs file not found: {args.jobs}"
   for what, path in (("face", args.face), ("audio", args.audio)):
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     from lipsync_jax import inference
     options = inference.InferenceOptions(
         pads=tuple(args.pads), resize_factor=args.resize_factor, nosmooth=args.nosmooth,
-        box=tuple(args.box) if args.box else None, fps=args.fps, batch_size=args.batch_size,
+        box=tuple(args.box) if args.box else None, fps=args.fps,
+        batch_size=64 if args.batch_size is None else args.batch_size,
         static=args.static, hard_paste=args.hard_paste, detector=args.detector,
         box_cache=not args.no_cache, cache_dir=args.cache_dir)
     if batch:
@@ -130,7 +149,13 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     if not args.no_cache:
       from lipsync_jax import cache  # the second run with this model skips compilation
       cache.enable_compilation_cache()
-    syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
+    if _backend(args) == "onnxruntime":
+      syncer = inference.LipSyncer.from_onnx(args.checkpoint, options)
+      if args.batch_size not in (None, syncer.batch_size):
+        print(f"note: {args.checkpoint} runs batches of {syncer.batch_size} "
+              f"(--batch-size {args.batch_size} ignored)", file=sys.stderr)
+    else:
+      syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
     if not batch:
       report = syncer.run_prepared(job)
       print(_summary(report))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command setup for a fresh machine: creates ./.venv and installs
-# lipsync-jax with its test tools and the CPU build of PyTorch (used only for
+# lipsync-jax with its test tools, onnx + onnxruntime (ONNX export and
+# infer.py --backend onnxruntime) and the CPU build of PyTorch (used only for
 # .pth checkpoint import and the PyTorch comparisons).
 #
 #   bash setup.sh                      # Python from $PYTHON or python3
@@ -18,9 +19,9 @@ VENV="${VENV:-.venv}"
 # work in half the time. The .pyc files matter: with PYTHONDONTWRITEBYTECODE
 # set, as on our CI machines, nothing would ever cache them.
 if [ "$TORCH_SPEC" = "none" ]; then
-  "$VENV/bin/python" -m pip install -q --no-compile -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q --no-compile -e ".[dev,onnx]"
 else
-  "$VENV/bin/python" -m pip install -q --no-compile "$TORCH_SPEC" -e ".[dev,torch]"
+  "$VENV/bin/python" -m pip install -q --no-compile "$TORCH_SPEC" -e ".[dev,onnx,torch]"
 fi
 # MediaPipe's wheel carries the BlazeFace face-detector weights (.tflite) that
 # our default detector runs under ai-edge-litert. We never import mediapipe, and

@@ -4,6 +4,7 @@
     python bench/bench_infer.py --only e2e,gen  # skip the 60 s memory runs
     python bench/bench_infer.py --quick         # smoke test (short clips, few iters)
     python bench/bench_infer.py --only warm     # infer.py cold vs warm (compilation cache)
+    python bench/bench_infer.py --only backends # XLA vs onnxruntime vs PyTorch, one table
 
 Model: the full-size Wav2Lip generator with the baseline's deterministic
 weight fill (../shared/baseline/README.md), converted from the PyTorch
@@ -40,6 +41,11 @@ speed, only what the mouth looks like.
         with new audio ("warm": the compiled generator and the box track come
         from $LIPSYNC_CACHE_DIR). Process wall time, time to first frame
         (from the start of the run) and frames/s end to end.
+  backends  one table, one interleaved run, per model (Wav2Lip,
+        LPIPS-AttnWav2Lip): generator-only frames/s under PyTorch eager
+        (Wav2Lip), XLA and onnxruntime on our ONNX export
+        (`lipsync_jax.export`), and end to end on the 224x224 clip (boxes
+        cached) for XLA and onnxruntime, with the 1-minute load average.
   mem   peak RSS of a whole run in a fresh subprocess, for the 5.1 s 224x224
         clip ping-ponged under 10 s and 60 s of speech
         (../shared/data/real/audio/musetalk/eng.wav), plus RSS sampled during
@@ -156,6 +162,33 @@ def bench_e2e(syncer, quick: bool) -> list[dict[str, Any]]:
   return rows
 
 
+def _torch_runner(mel, crops):
+  """The PyTorch reference Wav2Lip's forward on the same batch (uint8 out),
+  with the baseline's weight fill; None when torch is not installed."""
+  import numpy as np
+  try:
+    import torch
+  except ImportError:
+    print("  (torch not installed: PyTorch column skipped)")
+    return None
+  sys.path.insert(0, str(BENCH_DIR))
+  import torch_models as tm
+  torch.set_num_threads(os.cpu_count() or 1)
+  gen = tm.create("wav2lip").eval()
+  gen.load_state_dict(tm.filled_state_dict(gen, "wav2lip"))
+  faces = np.concatenate([crops, crops], -1).astype(np.float32) / 255
+  faces[:, 48:, :, :3] = 0
+  a_t = torch.from_numpy(np.ascontiguousarray(mel.transpose(0, 3, 1, 2)))
+  f_t = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2)))
+
+  def torch_run():
+    with torch.inference_mode():
+      out = gen(a_t, f_t)
+    return (out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+  torch_run()
+  return torch_run
+
+
 def bench_gen(syncer, iters: int) -> dict[str, Any]:
   import numpy as np
   n = syncer.batch_size
@@ -165,26 +198,9 @@ def bench_gen(syncer, iters: int) -> dict[str, Any]:
   jax_run = lambda: np.asarray(syncer.generate_batch(syncer.variables, mel, crops))
   jax_run()
   runs = {"jax": jax_run}
-  try:
-    import torch
-    sys.path.insert(0, str(BENCH_DIR))
-    import torch_models as tm
-    torch.set_num_threads(os.cpu_count() or 1)
-    gen = tm.create("wav2lip").eval()
-    gen.load_state_dict(tm.filled_state_dict(gen, "wav2lip"))
-    faces = np.concatenate([crops, crops], -1).astype(np.float32) / 255
-    faces[:, 48:, :, :3] = 0
-    a_t = torch.from_numpy(np.ascontiguousarray(mel.transpose(0, 3, 1, 2)))
-    f_t = torch.from_numpy(np.ascontiguousarray(faces.transpose(0, 3, 1, 2)))
-
-    def torch_run():
-      with torch.inference_mode():
-        out = gen(a_t, f_t)
-      return (out * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    torch_run()
+  torch_run = _torch_runner(mel, crops)
+  if torch_run is not None:
     runs["torch"] = torch_run
-  except ImportError:
-    print("  (torch not installed: PyTorch column skipped)")
   times = {k: [] for k in runs}
   cpu = {k: [] for k in runs}
   for _ in range(iters):  # alternate, so that load from others hits both alike
@@ -301,6 +317,71 @@ def bench_still(syncer, iters: int, quick: bool) -> dict[str, Any]:
   return res
 
 
+def bench_backends(batch_size: int, iters: int, quick: bool) -> list[dict[str, Any]]:
+  """One interleaved run per model: the generator alone and end to end (the
+  224x224 clip, boxes cached) under XLA, under onnxruntime on our export, and
+  PyTorch eager's generator (Wav2Lip only), with the load average."""
+  import numpy as np
+  from lipsync_jax import export
+  from lipsync_jax.inference import LipSyncer
+  clip = SHARED / CLIPS["224x224 VoxCeleb2"]
+  rows = []
+  for arch in ("wav2lip", "lpips_attnwav2lip"):
+    module, variables, source = _weights(arch=arch)
+    with tempfile.TemporaryDirectory() as tmp:
+      xla = LipSyncer(module, variables, arch=arch, batch_size=batch_size,
+                      cache_dir=os.path.join(tmp, "cache"))
+      n = xla.batch_size
+      t = time.perf_counter()
+      rep = export.export_onnx(module, variables, arch, os.path.join(tmp, "g.onnx"),
+                               batch_size=n, log=lambda m: None)
+      print(f"  {arch}: exported in {time.perf_counter() - t:.1f} s, {rep.nodes} nodes, "
+            f"relative error {rep.relative_error:.1e}, max abs {rep.max_abs_error:.1e}")
+      ort = LipSyncer.from_onnx(rep.path, cache_dir=os.path.join(tmp, "cache"))
+      rng = np.random.default_rng(0)
+      mel = np.clip(rng.normal(0, 1.5, (n, 80, 16, 1)), -4, 4).astype(np.float32)
+      crops = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+      gens = {"XLA": lambda s=xla: np.asarray(s.generate_batch(s.variables, mel, crops)),
+              "onnxruntime": lambda s=ort: s.generate_batch(s.variables, mel, crops)}
+      if arch == "wav2lip":
+        torch_run = _torch_runner(mel, crops)
+        if torch_run is not None:
+          gens = {"PyTorch eager": torch_run, **gens}
+      syncers = {"XLA": xla, "onnxruntime": ort}
+      audio = _speech_head(clip, 1.0, os.path.join(tmp, "a.wav")) if quick else clip
+      for s in syncers.values():  # compile, fill the box cache
+        s.run(clip, audio, os.path.join(tmp, "warm.mp4"))
+      for fn in gens.values():
+        fn()
+      gen_fps = {k: [] for k in gens}
+      e2e_fps = {k: [] for k in syncers}
+      loads = []
+      for _ in range(iters):  # alternate, so that load from others hits all alike
+        loads.append(os.getloadavg()[0])
+        for k, fn in gens.items():
+          t = time.perf_counter()
+          fn()
+          gen_fps[k].append(n / (time.perf_counter() - t))
+          if k in syncers:
+            r = syncers[k].run(clip, audio, os.path.join(tmp, "out.mp4"))
+            e2e_fps[k].append(r.frames / r.timings["total"])
+      base = statistics.median(gen_fps.get("PyTorch eager", gen_fps["XLA"]))
+      for k in gens:
+        g = statistics.median(gen_fps[k])
+        rows.append({"model": arch, "backend": k, "batch": n, "weights": source,
+                     "gen_fps": g, "gen_vs_torch": g / base if "PyTorch eager" in gens else None,
+                     "e2e_fps": statistics.median(e2e_fps[k]) if k in e2e_fps else None,
+                     "load_avg": statistics.mean(loads)})
+  print(f"  {'model':18s} {'backend':14s} {'generator f/s':>13s} {'vs PyTorch':>10s} "
+        f"{'end to end f/s':>14s} {'load avg':>8s}")
+  for r in rows:
+    vs = f"{r['gen_vs_torch']:.2f}x" if r["gen_vs_torch"] else "-"
+    e2e = f"{r['e2e_fps']:.1f}" if r["e2e_fps"] else "-"
+    print(f"  {r['model']:18s} {r['backend']:14s} {r['gen_fps']:13.1f} {vs:>10s} "
+          f"{e2e:>14s} {r['load_avg']:8.2f}", flush=True)
+  return rows
+
+
 # -----------------------------------------------------------------------------
 # mem (one subprocess per audio length).
 # -----------------------------------------------------------------------------
@@ -405,8 +486,8 @@ def bench_warm(batch_size: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--only", default="e2e,gen,long,still,mem,warm",
-                 help="comma list of e2e,gen,long,still,mem,warm")
+  p.add_argument("--only", default="e2e,gen,long,still,backends,mem,warm",
+                 help="comma list of e2e,gen,long,still,backends,mem,warm")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--iters", type=int, default=5)
   p.add_argument("--quick", action="store_true")
@@ -457,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
           syncer = LipSyncer(*_weights(arch=arch)[:2], arch=arch, batch_size=args.batch_size)
         results["still"][arch] = bench_still(syncer, 2 if args.quick else args.iters,
                                              args.quick)
+  if "backends" in only:
+    print(f"backends, one interleaved run (median of {2 if args.quick else args.iters}):")
+    results["backends"] = bench_backends(args.batch_size, 2 if args.quick else args.iters,
+                                         args.quick)
   if "warm" in only:
     print("infer.py cold vs warm (fresh processes, one cache root):")
     results["warm"] = bench_warm(args.batch_size)

@@ -41,14 +41,13 @@ class LipSyncer:
     variables: its {"params", "batch_stats"}.
     arch: registry name, for reports.
     options: `InferenceOptions`; keyword arguments override its fields.
+    runner: instead of module and variables, a generator of another backend
+      (`LipSyncer.from_onnx`): called as runner(mels, u8 crops) -> u8 faces,
+      with attributes face_size and batch_size.
   """
 
   def __init__(self, module, variables, arch: str = "wav2lip",
-               options: InferenceOptions | None = None, **overrides):
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
+               options: InferenceOptions | None = None, runner=None, **overrides):
     options = dataclasses.replace(options or InferenceOptions(), **overrides)
     options.validate()
     self.options = options
@@ -58,6 +57,30 @@ class LipSyncer:
     # Trace counts (= compilations), shared with `with_options` copies: the
     # per-frame generator, and the still-image encoder + decoder.
     self._stats = {"compilations": 0, "still_compilations": 0}
+    self._runner = runner
+    if runner is not None:
+      self._init_runner(runner)
+    else:
+      self._init_jax(module, variables)
+
+  def _init_runner(self, runner) -> None:
+    """Another backend (`onnx_backend.OnnxGenerator`): its fixed batch and
+    face size; every frame goes through it (no still-image split)."""
+    self.backend = "onnxruntime"
+    self.num_devices = 1
+    self.face_size = runner.face_size
+    self.batch_size = runner.batch_size
+    self.variables = {}
+    self.reuses_face_features = False
+    self.generate_batch = lambda variables, mel, crops: runner(mel, crops)
+
+  def _init_jax(self, module, variables) -> None:
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    self.backend = "jax"
+    options = self.options
 
     # Data parallel over the local devices: the batch is split along its
     # first axis, the weights are replicated.
@@ -128,6 +151,19 @@ class LipSyncer:
     loaded = checkpoint.load_model(path, expected_arch=ALL_GENERATORS)
     return cls(loaded.module, loaded.variables, loaded.arch, options, **overrides)
 
+  @classmethod
+  def from_onnx(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
+                threads: int = 0, **overrides) -> "LipSyncer":
+    """A syncer whose generator is an ONNX file from `python -m
+    lipsync_jax.export`, run by onnxruntime (`threads` 0: its default). The
+    file's fixed batch replaces `options.batch_size`."""
+    from lipsync_jax.inference.onnx_backend import OnnxGenerator
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise InputNotFoundError(f"ONNX file not found: {path}")
+    runner = OnnxGenerator(path, threads)
+    return cls(None, None, runner.arch, options, runner=runner, **overrides)
+
   @property
   def compilations(self) -> int:
     """How many times the per-frame generator was traced (= compiled) so far."""
@@ -143,7 +179,7 @@ class LipSyncer:
     generator (unless the batch size changes, which needs a new compile)."""
     options = dataclasses.replace(self.options, **overrides)
     options.validate()
-    if options.batch_size != self.options.batch_size:
+    if options.batch_size != self.options.batch_size and self._runner is None:
       return LipSyncer(self.module, self.variables, self.arch, options)
     other = copy.copy(self)
     other.options = options
