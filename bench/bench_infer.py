@@ -43,9 +43,10 @@ speed, only what the mouth looks like.
         (from the start of the run) and frames/s end to end.
   backends  one table, one interleaved run, per model (Wav2Lip,
         LPIPS-AttnWav2Lip): generator-only frames/s under PyTorch eager
-        (Wav2Lip), XLA and onnxruntime on our ONNX export
-        (`lipsync_jax.export`), and end to end on the 224x224 clip (boxes
-        cached) for XLA and onnxruntime, with the 1-minute load average.
+        (Wav2Lip), XLA, onnxruntime on our ONNX export (`lipsync_jax.export`)
+        and on its static INT8 quantisation (speed only; calibrated on the
+        HDTF clip's faces), and end to end on the 224x224 clip (boxes cached),
+        with the 1-minute load average.
   mem   peak RSS of a whole run in a fresh subprocess, for the 5.1 s 224x224
         clip ping-ponged under 10 s and 60 s of speech
         (../shared/data/real/audio/musetalk/eng.wav), plus RSS sampled during
@@ -323,6 +324,7 @@ def bench_backends(batch_size: int, iters: int, quick: bool) -> list[dict[str, A
   PyTorch eager's generator (Wav2Lip only), with the load average."""
   import numpy as np
   from lipsync_jax import export
+  from lipsync_jax.export import int8
   from lipsync_jax.inference import LipSyncer
   clip = SHARED / CLIPS["224x224 VoxCeleb2"]
   rows = []
@@ -338,16 +340,26 @@ def bench_backends(batch_size: int, iters: int, quick: bool) -> list[dict[str, A
       print(f"  {arch}: exported in {time.perf_counter() - t:.1f} s, {rep.nodes} nodes, "
             f"relative error {rep.relative_error:.1e}, max abs {rep.max_abs_error:.1e}")
       ort = LipSyncer.from_onnx(rep.path, cache_dir=os.path.join(tmp, "cache"))
+      # INT8 (speed only: these weights are a fill, not a trained generator;
+      # quality is judged by `python -m lipsync_jax.export --int8`),
+      # calibrated on the other clip's faces.
+      t = time.perf_counter()
+      q_path = os.path.join(tmp, "g.int8.onnx")
+      int8.quantize(rep.path, q_path, int8.face_batches(
+          [SHARED / CLIPS["512x512 HDTF"]], 96, n, max_batches=2))
+      print(f"  {arch}: quantised to INT8 in {time.perf_counter() - t:.1f} s")
+      ort8 = LipSyncer.from_onnx(q_path, cache_dir=os.path.join(tmp, "cache"))
       rng = np.random.default_rng(0)
       mel = np.clip(rng.normal(0, 1.5, (n, 80, 16, 1)), -4, 4).astype(np.float32)
       crops = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
       gens = {"XLA": lambda s=xla: np.asarray(s.generate_batch(s.variables, mel, crops)),
-              "onnxruntime": lambda s=ort: s.generate_batch(s.variables, mel, crops)}
+              "onnxruntime": lambda s=ort: s.generate_batch(s.variables, mel, crops),
+              "onnxruntime INT8": lambda s=ort8: s.generate_batch(s.variables, mel, crops)}
       if arch == "wav2lip":
         torch_run = _torch_runner(mel, crops)
         if torch_run is not None:
           gens = {"PyTorch eager": torch_run, **gens}
-      syncers = {"XLA": xla, "onnxruntime": ort}
+      syncers = {"XLA": xla, "onnxruntime": ort, "onnxruntime INT8": ort8}
       audio = _speech_head(clip, 1.0, os.path.join(tmp, "a.wav")) if quick else clip
       for s in syncers.values():  # compile, fill the box cache
         s.run(clip, audio, os.path.join(tmp, "warm.mp4"))
@@ -372,12 +384,12 @@ def bench_backends(batch_size: int, iters: int, quick: bool) -> list[dict[str, A
                      "gen_fps": g, "gen_vs_torch": g / base if "PyTorch eager" in gens else None,
                      "e2e_fps": statistics.median(e2e_fps[k]) if k in e2e_fps else None,
                      "load_avg": statistics.mean(loads)})
-  print(f"  {'model':18s} {'backend':14s} {'generator f/s':>13s} {'vs PyTorch':>10s} "
+  print(f"  {'model':18s} {'backend':16s} {'generator f/s':>13s} {'vs PyTorch':>10s} "
         f"{'end to end f/s':>14s} {'load avg':>8s}")
   for r in rows:
     vs = f"{r['gen_vs_torch']:.2f}x" if r["gen_vs_torch"] else "-"
     e2e = f"{r['e2e_fps']:.1f}" if r["e2e_fps"] else "-"
-    print(f"  {r['model']:18s} {r['backend']:14s} {r['gen_fps']:13.1f} {vs:>10s} "
+    print(f"  {r['model']:18s} {r['backend']:16s} {r['gen_fps']:13.1f} {vs:>10s} "
           f"{e2e:>14s} {r['load_avg']:8.2f}", flush=True)
   return rows
 

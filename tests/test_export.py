@@ -278,3 +278,77 @@ def test_onnx_backend_bad_files_are_one_line(onnx_file, gen_ckpt, tmp_path, caps
     assert code == 2 and what in err[-1], err
     assert not out.exists()
   assert os.path.exists(onnx_file)
+
+
+# -----------------------------------------------------------------------------
+# INT8.
+# -----------------------------------------------------------------------------
+
+GRID = "data/real/av/grid/bbaf2n.mpg"
+
+
+@pytest.mark.skipif(not (SHARED / CLIP).exists(), reason="needs ../shared/data/real")
+def test_int8_face_batches_are_inference_inputs():
+  from lipsync_jax.export import int8
+  from lipsync_jax.io import audio as audio_lib
+  batches = int8.face_batches([SHARED / CLIP], 96, 8, max_batches=2)
+  assert len(batches) == 2
+  mel, faces = batches[0]
+  assert mel.shape == (8, 80, 16, 1) and faces.shape == (8, 96, 96, 6)
+  assert faces.min() >= 0 and faces.max() <= 1 and faces[:, 48:, :, :3].max() == 0
+  assert faces[:, :48, :, :3].std() > 0.05  # real upper faces
+  np.testing.assert_array_equal(faces[:, :48, :, :3], faces[:, :48, :, 3:])
+  wav = audio_lib.load_audio(SHARED / CLIP)
+  windows = audio_lib.mel_windows(audio_lib.melspectrogram(wav), 200, 25.0)
+  # The windows are the clip's own, frame-aligned (the crops start at frame
+  # `first`; find it by matching the first window).
+  first = next(i for i in range(200) if np.allclose(windows[i], mel[0, ..., 0]))
+  np.testing.assert_allclose(mel[:, ..., 0], windows[first:first + 8])
+
+
+@pytest.mark.skipif(not (SHARED / CLIP).exists(), reason="needs ../shared/data/real")
+def test_int8_export_is_judged_and_gated_on_lpips(gen_ckpt, tmp_path, monkeypatch, capsys):
+  from lipsync_jax.export import int8
+  argv = ["--checkpoint", gen_ckpt, "--out", str(tmp_path / "g.onnx"), "--batch-size", "8",
+          "--int8", "--calibrate", str(SHARED / CLIP), "--held-out", str(SHARED / GRID),
+          "--calibration-batches", "2"]
+  # A bar no file can pass: the fp32 file is written, the INT8 one refused
+  # with its figures, and nothing is left behind.
+  monkeypatch.setattr(int8, "MAX_LPIPS", 0.0)
+  assert export_cli.main(argv) == 1
+  out = capsys.readouterr().out
+  assert "int8: not written: LPIPS(int8, fp32)" in out
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx"]
+  # --force-int8 writes it, with the measured figures in its metadata.
+  assert export_cli.main(argv + ["--force-int8"]) == 0
+  q = tmp_path / "g.int8.onnx"
+  assert q.exists()
+  import onnx
+  model = onnx.load(str(q))
+  meta = {p.key: p.value for p in model.metadata_props}
+  assert meta["lipsync_jax.precision"] == "int8" and meta["lipsync_jax.arch"] == "wav2lip"
+  lp = float(meta["lipsync_jax.int8_lpips"])
+  assert 0 < lp < 1 and f"LPIPS(int8, fp32) {lp:.4f}" in capsys.readouterr().out
+  ops = collections.Counter(n.op_type for n in model.graph.node)
+  assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > 10
+  # It runs as a backend, and stays close to the fp32 file's faces.
+  s8 = inference.LipSyncer.from_onnx(q)
+  s32 = inference.LipSyncer.from_onnx(tmp_path / "g.onnx")
+  mel, faces = int8.face_batches([SHARED / GRID], 96, 8, max_batches=1)[0]
+  crops = np.round(faces[..., 3:] * 255).astype(np.uint8)
+  d = np.abs(s8.generate_batch({}, mel, crops).astype(np.int16)
+             - s32.generate_batch({}, mel, crops).astype(np.int16))
+  assert 0 < d.mean() < 20
+
+
+def test_int8_bad_arguments_are_one_line(gen_ckpt, tmp_path, capsys):
+  base = ["--checkpoint", gen_ckpt, "--out", str(tmp_path / "g.onnx"), "--int8"]
+  cases = [(base, "needs --calibrate"),
+           (base + ["--calibrate", __file__, "--held-out", __file__], "also a calibration video"),
+           (base + ["--calibrate", str(tmp_path / "x.mp4"), "--held-out", __file__],
+            "video not found")]
+  for argv, what in cases:
+    assert export_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and what in err[0], err
+  assert not list(tmp_path.iterdir())

@@ -91,7 +91,8 @@ class _Graph:
   def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None,
          n_out: int = 1, **attrs) -> Any:
     outs = [self.name(hint or op_type.lower()) for _ in range(n_out)]
-    self.nodes.append(self.helper.make_node(op_type, list(inputs), outs, **attrs))
+    # Named after its first output: tools (quantisation's node lists) need names.
+    self.nodes.append(self.helper.make_node(op_type, list(inputs), outs, name=outs[0], **attrs))
     return outs[0] if n_out == 1 else outs
 
 
