@@ -427,10 +427,29 @@ BAD_CASES = ["missing face", "missing audio", "corrupt face", "corrupt audio",
              "1-frame video", "image with no face", "unwritable output", "wrong architecture"]
 
 
-@pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory, shared_dir, gen_ckpt, syncnet_ckpt):
-  """Runs every bad-input case through infer.py, concurrently."""
+def _onnx_pair(tmp: pathlib.Path, gen_ckpt: str) -> tuple[str, str]:
+  """The tiny generator exported to ONNX, and a copy whose metadata says it
+  is an expert (the onnxruntime backend's "wrong architecture")."""
+  import onnx
+  from lipsync_jax import export
+  loaded = checkpoint.load_model(gen_ckpt)
+  good = export.export_onnx(loaded.module, loaded.variables, loaded.arch, tmp / "g.onnx",
+                            batch_size=BATCH, log=lambda m: None).path
+  model = onnx.load(good)
+  for p in model.metadata_props:
+    if p.key == "lipsync_jax.arch":
+      p.value = "syncnet_color"
+  onnx.save(model, str(tmp / "expert.onnx"))
+  return good, str(tmp / "expert.onnx")
+
+
+@pytest.fixture(scope="module", params=["jax", "onnxruntime"])
+def bad_runs(request, tmp_path_factory, shared_dir, gen_ckpt, syncnet_ckpt):
+  """Runs every bad-input case through infer.py, concurrently, on each
+  backend (the same catalogue, the same one-line errors)."""
   tmp = tmp_path_factory.mktemp("bad")
+  if request.param == "onnxruntime":
+    gen_ckpt, syncnet_ckpt = _onnx_pair(tmp, gen_ckpt)
   cases = _bad_inputs(tmp, shared_dir, gen_ckpt, syncnet_ckpt)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs = {}

@@ -38,7 +38,8 @@ class OnnxGenerator:
     self.arch, self.face_size, self.batch_size = (meta["arch"], meta["face_size"],
                                                   meta["batch_size"])
     if self.arch not in models.ALL_GENERATORS:
-      raise InferenceError(f"{path} holds a {self.arch!r}, not a generator")
+      raise InferenceError(f"{path} is a {self.arch} model, expected one of: "
+                           f"{', '.join(models.ALL_GENERATORS)}")
     n, s = self.batch_size, self.face_size
     want = {"audio": [n, 80, 16, 1], "faces": [n, s, s, 6]}
     got = {i.name: list(i.shape) for i in self.session.get_inputs()}
