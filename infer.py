@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     results = inference.run_jobs(syncer, jobs, on_result=show)
     failed = sum(not r.ok for r in results)
     n = syncer.compilations
-    print(f"{len(results) - failed}/{len(results)} jobs succeeded; generator compiled "
-          + ("once" if n == 1 else f"{n} times"))
+    engine = ("onnxruntime session loaded once" if syncer.backend == "onnxruntime"
+              else "generator compiled " + ("once" if n == 1 else f"{n} times"))
+    print(f"{len(results) - failed}/{len(results)} jobs succeeded; {engine}")
     if args.report:
       _write_json(args.report, [r.to_dict() for r in results])
     return 1 if failed else 0

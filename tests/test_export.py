@@ -352,3 +352,20 @@ def test_int8_bad_arguments_are_one_line(gen_ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and what in err[0], err
   assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not (SHARED / CLIP).exists(), reason="needs ../shared/data/real")
+def test_infer_batch_mode_on_the_onnx_backend(onnx_file, tmp_path, capsys):
+  import csv
+  jobs = tmp_path / "jobs.csv"
+  with open(jobs, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["face", "audio", "outfile"])
+    w.writerow([SHARED / CLIP, SHARED / SPEECH, tmp_path / "a.mp4"])
+    w.writerow([SHARED / GRID, SHARED / SPEECH, tmp_path / "b.mp4"])
+  code = infer_cli.main(["--checkpoint", onnx_file, "--jobs", str(jobs),
+                         "--cache-dir", str(tmp_path / "boxes")])
+  out = capsys.readouterr().out
+  assert code == 0, out
+  assert "2/2 jobs succeeded; onnxruntime session loaded once" in out
+  assert len(_frames(tmp_path / "a.mp4")) == len(_frames(tmp_path / "b.mp4")) > 50
