@@ -7,6 +7,9 @@
 
 One `LipSyncer` holds one jit-compiled generator and reuses it for every
 `run` (batch mode compiles once for hundreds of clips).
+`LipSyncer.from_onnx("wav2lip.onnx")` runs a file from `python -m
+lipsync_jax.export` under onnxruntime instead (`onnx_backend`), through the
+same pipeline.
 
 Pipeline of one `run`:
 
