@@ -80,6 +80,11 @@ def test_generator_graph_matches_jax_and_is_lean(arch, size):
       jax.make_jaxpr(lambda a, f: models.generate_frames(module, variables, a, f))(mel, faces)))
   assert ops["Conv"] + ops["ConvTranspose"] == n_conv
   assert _affine_after_conv(model) == 0 and ops["Relu"] >= n_conv // 2
+  if arch != "synctalkface":  # the U-Nets' stride-2 upsampling: native by default
+    assert ops["ConvTranspose"] >= 4
+    sub = export.generator_onnx(module, variables, arch, 3, transposed_convs="subpixel")
+    assert not [n for n in sub.graph.node if n.op_type == "ConvTranspose"]
+    assert np.linalg.norm(_ort(sub, mel, faces) - ref) / np.linalg.norm(ref) <= TOL
   meta = {p.key: p.value for p in model.metadata_props}
   assert meta["lipsync_jax.arch"] == arch and meta["lipsync_jax.face_size"] == str(size)
 

@@ -67,18 +67,24 @@ def _int8_problem(args) -> str | None:
   return None
 
 
-def _write_int8(args, report) -> int:
-  """Quantises the written fp32 file, judges it, writes it if it passes."""
+def _write_int8(args, report, loaded) -> int:
+  """Quantises the generator, judges it against the written fp32 file, and
+  writes it if it passes. The INT8 graph keeps the sub-pixel transposed convs
+  (`export.generator_onnx` says why)."""
   log = lambda m: print(m, file=sys.stderr)
   out = args.int8_out or (args.out[:-5] if args.out.endswith(".onnx") else args.out) + ".int8.onnx"
   size, n = report.face_size, report.batch_size
   log(f"int8: reading calibration faces from {len(args.calibrate)} video(s) ...")
   calib = int8.face_batches(args.calibrate, size, n, args.calibration_batches, progress=log)
   held = int8.face_batches(args.held_out, size, n, progress=log)
-  tmp = int8.temporary_path(out)
+  tmp, subpixel = int8.temporary_path(out), int8.temporary_path(out)
   try:
     log(f"int8: calibrating on {len(calib) * n} frames, judging on {len(held) * n} ...")
-    int8.quantize(report.path, tmp, calib)
+    model = export.generator_onnx(loaded.module, loaded.variables, loaded.arch, n,
+                                  transposed_convs="subpixel")
+    with open(subpixel, "wb") as f:
+      f.write(model.SerializeToString())
+    int8.quantize(subpixel, tmp, calib)
     q = int8.judge(report.path, tmp, held)
     int8.set_metadata(tmp, {"precision": "int8", "int8_lpips": f"{q['lpips']:.5f}",
                             "int8_psnr": f"{q['psnr']:.2f}"})
@@ -93,8 +99,9 @@ def _write_int8(args, report) -> int:
           "(--force-int8 writes it anyway)")
     return 1
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    for path in (tmp, subpixel):
+      if os.path.exists(path):
+        os.remove(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
   if not args.int8:
     return 0
   try:
-    return _write_int8(args, report)
+    return _write_int8(args, report, loaded)
   except (ValueError, OSError) as e:
     return _error(e)
 
