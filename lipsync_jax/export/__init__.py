@@ -82,6 +82,21 @@ def session(model: bytes | str | os.PathLike, threads: int = 0):
   return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
+def faces_input(crops: np.ndarray) -> np.ndarray:
+  """(N, S, S, 3) uint8 face crops -> the file's `faces` input (N, S, S, 6)
+  float32 in [0, 1]: the crop with its lower half zeroed, then the crop as
+  reference (what `LipSyncer` builds in JAX)."""
+  x = np.asarray(crops, np.float32) / 255.0
+  masked = x.copy()
+  masked[:, x.shape[1] // 2:] = 0.0
+  return np.concatenate([masked, x], axis=-1)
+
+
+def frames_to_u8(frames: np.ndarray) -> np.ndarray:
+  """The file's `frames` output, [0, 1] float -> uint8, rounded as `LipSyncer` does."""
+  return np.clip(np.round(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
+
+
 def example_batch(batch_size: int, face_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """A random (mel, faces) batch in the file's input ranges."""
   r = np.random.default_rng(seed)

@@ -52,7 +52,10 @@ def _error(e: BaseException) -> int:
   return 2
 
 
-def _int8_problem(args) -> str | None:
+def _quick_check(args) -> str | None:
+  """Argument and path errors, before the slow imports."""
+  if not os.path.exists(args.checkpoint):
+    return f"checkpoint not found: {args.checkpoint}"
   if not args.int8:
     return None
   if not args.calibrate or not args.held_out:
@@ -106,10 +109,7 @@ def _write_int8(args, report, loaded) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  if not os.path.exists(args.checkpoint):
-    print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
-    return 2
-  problem = _int8_problem(args)
+  problem = _quick_check(args)
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2

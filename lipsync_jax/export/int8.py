@@ -46,6 +46,7 @@ def face_batches(videos: Sequence[str | os.PathLike], face_size: int, batch_size
   Raises:
     ValueError (one line): a video without a usable face or audio.
   """
+  from lipsync_jax import export  # pylint: disable=import-outside-toplevel
   from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
   from lipsync_jax.vision import face_crops  # pylint: disable=import-outside-toplevel
   from lipsync_jax.vision import face_detection  # pylint: disable=import-outside-toplevel
@@ -60,10 +61,7 @@ def face_batches(videos: Sequence[str | os.PathLike], face_size: int, batch_size
       progress(f"{path}: {len(crops)} faces")
     mel = audio_lib.melspectrogram(audio_lib.load_audio(path))
     windows = audio_lib.mel_windows(mel, first + len(crops), fps)[first:]
-    x = crops.astype(np.float32) / 255.0
-    masked = x.copy()
-    masked[:, face_size // 2:] = 0.0
-    faces = np.concatenate([masked, x], axis=-1)
+    faces = export.faces_input(crops)
     for i in range(0, len(crops) - batch_size + 1, batch_size):
       batches.append((windows[i:i + batch_size, ..., None].astype(np.float32),
                       faces[i:i + batch_size]))
@@ -115,8 +113,7 @@ def judge(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
     a.append(s32.run(None, feed)[0])
     b.append(s8.run(None, feed)[0])
   # Judged as inference writes them: uint8 faces.
-  to_u8 = lambda x: np.clip(np.round(np.concatenate(x) * 255.0), 0, 255).astype(np.uint8)
-  a, b = to_u8(a), to_u8(b)
+  a, b = export.frames_to_u8(np.concatenate(a)), export.frames_to_u8(np.concatenate(b))
   scores = metrics.reconstruction_metrics(b, a, metrics.LPIPSMetric("alexnet"))
   return {"psnr": scores["psnr"], "ssim": scores["ssim"], "lpips": scores["lpips"],
           "max_abs_u8": int(np.abs(a.astype(np.int16) - b).max()), "frames": int(len(a))}

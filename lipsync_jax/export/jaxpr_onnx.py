@@ -104,6 +104,19 @@ def _broadcast_shape(*shapes) -> tuple[int, ...]:
   return tuple(np.broadcast_shapes(*shapes))
 
 
+def _aligned_shape(operand_shape, params) -> tuple[int, ...]:
+  """broadcast_in_dim's operand shape at the output's rank: its axes placed at
+  `broadcast_dimensions`, 1 elsewhere (numpy/ONNX broadcasting does the rest)."""
+  aligned = [1] * len(params["shape"])
+  for d, n in zip(params["broadcast_dimensions"], operand_shape):
+    aligned[d] = n
+  return tuple(aligned)
+
+
+def _is_complex(x) -> bool:
+  return x.complex if isinstance(x, Tensor) else np.iscomplexobj(x)
+
+
 class _Translator:
   """Walks a jaxpr; env maps each var to a numpy constant or a `Tensor`."""
 
@@ -227,8 +240,8 @@ class _Translator:
     if name in _BINARY:
       a, b = ins
       return [np.asarray(_BINARY[name][1](a, b))]
-    if name == "broadcast_in_dim":
-      return [self._const_broadcast(ins[0], params=eqn.params)]
+    if name == "broadcast_in_dim":  # kept small, broadcast later by its consumers
+      return [np.asarray(ins[0]).reshape(_aligned_shape(np.shape(ins[0]), eqn.params))]
     size = max(int(np.prod(a.shape)) for a in (v.aval for v in eqn.outvars))
     if size > self.fold_limit:
       return None
@@ -237,16 +250,6 @@ class _Translator:
     outs = eqn.primitive.bind(*[jax.numpy.asarray(x) for x in full_ins], **eqn.params)
     outs = outs if eqn.primitive.multiple_results else [outs]
     return [np.asarray(o) for o in outs]
-
-  @staticmethod
-  def _const_broadcast(x: np.ndarray, params) -> np.ndarray:
-    """broadcast_in_dim of a constant, kept small: the operand's axes placed
-    at `broadcast_dimensions`, 1 elsewhere (broadcast later, implicitly)."""
-    shape, dims = params["shape"], params["broadcast_dimensions"]
-    aligned = [1] * len(shape)
-    for d, n in zip(dims, x.shape):
-      aligned[d] = n
-    return np.asarray(x).reshape(aligned)
 
   # --- elementwise -----------------------------------------------------------
 
@@ -263,10 +266,7 @@ class _Translator:
     return Tensor(out, x.shape, x.complex)
 
   def binary(self, name: str, a, b, aval) -> Tensor:
-    ta = a if isinstance(a, Tensor) else None
-    tb = b if isinstance(b, Tensor) else None
-    if (ta is not None and ta.complex) or (tb is not None and tb.complex) or \
-       np.iscomplexobj(a if ta is None else 0) or np.iscomplexobj(b if tb is None else 0):
+    if _is_complex(a) or _is_complex(b):
       return self.complex_binary(name, a, b)
     if name == "max":  # ReLU: onnxruntime fuses Relu (not Max) into the Conv before it
       for x, y in ((a, b), (b, a)):
@@ -326,11 +326,8 @@ class _Translator:
 
   def p_broadcast_in_dim(self, ins, params, out_avals):
     x = self.tensor(ins[0])
-    shape, dims = params["shape"], params["broadcast_dimensions"]
-    aligned = [1] * len(shape)
-    for d, n in zip(dims, x.shape):
-      aligned[d] = n
-    if tuple(aligned) != x.shape:
+    aligned = _aligned_shape(x.shape, params)
+    if aligned != x.shape:
       x = self.reshape(x, aligned)
     return [x]  # broadcast implicitly by its consumers (see `full`)
 

@@ -50,10 +50,7 @@ class OnnxGenerator:
 
   def __call__(self, mel: np.ndarray, crops: np.ndarray) -> np.ndarray:
     """(N, 80, 16, 1) f32 mels, (N, S, S, 3) u8 crops -> (N, S, S, 3) u8."""
-    s = self.face_size
-    crops = np.asarray(crops, np.float32) / 255.0
-    masked = crops.copy()
-    masked[:, s // 2:] = 0.0
-    faces = np.concatenate([masked, crops], axis=-1)
-    out = self.session.run(None, {"audio": np.asarray(mel, np.float32), "faces": faces})[0]
-    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+    from lipsync_jax import export  # pylint: disable=import-outside-toplevel
+    out = self.session.run(None, {"audio": np.asarray(mel, np.float32),
+                                  "faces": export.faces_input(crops)})[0]
+    return export.frames_to_u8(out)
