@@ -90,4 +90,11 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.wait_until_finished()
+    # The manager cleans old temporary folders in a background thread started
+    # by its constructor, which its close() does not join (orbax 0.12); a run
+    # that stops early (bad data) would leave it running into interpreter
+    # shutdown, where it fails with "cannot schedule new futures" on stderr.
+    cleanup = getattr(self.manager, "_cleanup_tmp_directory_future", None)
+    if cleanup is not None:
+      cleanup.result()
     self.manager.close()
