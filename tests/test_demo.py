@@ -125,6 +125,7 @@ def test_cli_refuses_a_non_empty_foreign_workdir(tmp_path, capsys):
   assert (tmp_path / "precious.txt").exists()
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
   """The reduced demo (`--quick`): synthetic data -> data_prep -> expert ->
   generator -> lip-sync -> scores -> outputs, through the real code paths."""

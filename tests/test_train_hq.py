@@ -40,6 +40,7 @@ def losses(workdir):
   return [(r["step"], r["loss"]) for r in summary_lib.read_jsonl(str(workdir / "metrics.jsonl"))]
 
 
+@pytest.mark.slow
 def test_hq192_trains_resumes_exactly_and_exports_its_size(tmp_path):
   data = data_testing.write_synthetic_dataset(tmp_path / "d192", num_clips=3, num_frames=24,
                                               img_size=192)

@@ -90,6 +90,7 @@ def _losses(workdir) -> list[tuple[int, float]]:
           for r in summary_lib.read_jsonl(str(workdir / "metrics.jsonl"))]
 
 
+@pytest.mark.slow
 def test_two_processes_train_checkpoint_and_resume_exactly(env_and_data):
   env, data, root = env_and_data
   straight = root / "straight"

@@ -67,6 +67,7 @@ def wait_for_step(proc, workdir, step, timeout=3600):  # catches hangs only
   raise TimeoutError(f"step {step} not reached")
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_losses(env_and_data):
   env, data, root = env_and_data
   straight = root / "straight"

@@ -99,6 +99,7 @@ pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 # conv biases that feed a BatchNorm become +-lr updates whose sign depends on
 # the summation order. The metrics of the second step still check the whole
 # update path through the real loss.
+@pytest.mark.slow
 @pytest.mark.parametrize("name,make_batch,model_axis", [
     ("syncnet", syncnet_batch, 2),    # 4 x 2 mesh: data and model axes
     ("wav2lip", generator_batch, 1),  # 8 x 1 mesh: G + sync + fused D step

@@ -73,6 +73,7 @@ def test_syncnet_step_fits_a_fixed_batch_with_learned_scale():
   assert set(ev) >= {"loss", "accuracy"} and 0 <= float(ev["accuracy"]) <= 1
 
 
+@pytest.mark.slow
 def test_lpips_generator_step_keeps_expert_and_lpips_frozen():
   config = load_config("lpips_attnwav2lip")
   config.syncnet_checkpoint = "random"

@@ -196,6 +196,7 @@ def check_memory_grid(wd, data, tmp_path):
                            "--out", str(tmp_path / "x.jpg")]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,expected_parts", [
     ("synctalkface", {"l1", "l1_value", "sync", "sync_value", "vv", "vv_value", "gan_g",
                       "gan_g_value", "store", "align", "disc"}),
@@ -276,6 +277,7 @@ def test_synctalkface_losses_reach_their_parameter_groups(dataset):
   assert norm(g_vv["decoder"]) > 0                      # through the generated frames
 
 
+@pytest.mark.slow
 def test_au_networks_train_and_load_into_au_tcn(dataset):
   """AU classifier and audio-to-AU (au phase), then au_tcn with the audio-to-AU
   loaded and frozen, and the classifier as its AU loss."""
@@ -329,6 +331,7 @@ def test_variant_config_errors_are_one_line(dataset):
 # After training: inference and the memory grid.
 # -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_au_tcn_one_shot_step_generates_from_the_reference_alone(dataset):
   """one_shot mode: the whole face comes from the reference's first frame;
   the target (masked or not) only enters the losses."""
