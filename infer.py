@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="run the generator with JAX, or an ONNX file from python -m "
                       "lipsync_jax.export with onnxruntime (default: onnxruntime for "
                       "a .onnx checkpoint, else jax)")
+  p.add_argument("--face-size", "--face_size", type=int, default=None,
+                 help="the face size (px) you expect the checkpoint to have; the "
+                      "checkpoint's own size is always used, and a different one is "
+                      "refused (default: no check)")
   p.add_argument("--static", action="store_true", help="use only the first frame of the video")
   p.add_argument("--hard-paste", action="store_true",
                  help="paste the whole box as upstream (no feathering/colour matching)")
@@ -101,6 +105,8 @@ def _quick_check(args) -> str | None:
     return f"{args.checkpoint} is an ONNX file: run it with --backend onnxruntime"
   if args.batch_size is not None and args.batch_size < 1:
     return f"batch size must be >= 1, got {args.batch_size}"
+  if args.face_size is not None and args.face_size < 1:
+    return f"--face-size must be >= 1, got {args.face_size}"
   if args.jobs is not None:
     return None if os.path.isfile(args.jobs) else f"jobs file not found: {args.jobs}"
   for what, path in (("face", args.face), ("audio", args.audio)):
@@ -156,6 +162,10 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
               f"(--batch-size {args.batch_size} ignored)", file=sys.stderr)
     else:
       syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
+    if args.face_size is not None and args.face_size != syncer.face_size:
+      print(f"error: {args.checkpoint} generates {syncer.face_size} px faces, "
+            f"not the {args.face_size} px of --face-size", file=sys.stderr)
+      return 2
     if not batch:
       report = syncer.run_prepared(job)
       print(_summary(report))

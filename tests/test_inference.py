@@ -510,6 +510,21 @@ def test_cli_batch_mode_with_a_bad_row(syncer, gen_ckpt, shared_dir, tmp_path, c
   assert len(_streams(tmp_path / "good2.mp4")["frames"]) == 10
 
 
+def test_cli_face_size_other_than_the_checkpoints_is_one_line(syncer, gen_ckpt, shared_dir,
+                                                              tmp_path, cache_dir, capsys):
+  out = tmp_path / "out.mp4"
+  args = ["--checkpoint", gen_ckpt, "--face", str(shared_dir / CLIP),
+          "--audio", str(shared_dir / SPEECH), "--outfile", str(out),
+          "--batch-size", str(BATCH), "--cache-dir", cache_dir]
+  rc = _infer_module().main(args + ["--face-size", "192"], _reuse(syncer, []))
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and len(err) == 1, err
+  assert "generates 96 px faces, not the 192 px of --face-size" in err[0]
+  assert not out.exists()
+  assert _infer_module().main(args + ["--face-size", "0"]) == 2
+  assert "--face-size must be >= 1" in capsys.readouterr().err
+
+
 def test_fill_gaps_bridges_short_misses_only():
   found = np.array([0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0], bool)
   boxes = np.zeros((14, 4))
