@@ -83,9 +83,8 @@ def generator(quick: bool = False) -> ml_collections.ConfigDict:
   c.batch_size = 4
   # Full: 300 steps at lr 2e-3 (seed 0: val sync loss 1.41 -> 0.53, best
   # offset 0 on all 3 held-out videos; 200 steps at 1e-3 left them at 10, 7
-  # and 1). Quick: 80 steps, enough to move the expert's val sync loss and
-  # L1 clearly below the initial weights'.
-  c.num_steps = 80 if quick else 300
+  # and 1). Quick: 120 steps at sync weight 0.3 (below).
+  c.num_steps = 120 if quick else 300
   c.eval_every = c.num_steps
   c.eval_batches = 8
   c.eval_at_start = True  # the baseline the demo's table compares against
@@ -96,8 +95,18 @@ def generator(quick: bool = False) -> ml_collections.ConfigDict:
   c.optimizer.learning_rate = 2e-3
   c.optimizer.warmup_steps = 20
   c.loss.lpips = 0.5
-  c.sync_schedule.initial = 0.1
-  c.sync_schedule.value = 0.1
+  # Quick: its 200-step expert is weak (val accuracy 66-68%), and with 80
+  # steps at sync weight 0.1 whether the expert's val sync loss fell depended
+  # on the CPU's float rounding: seed 0 went 1.23 -> 1.06 on an AVX-512 EPYC
+  # but 1.203 -> 1.224 on an AVX2-only one (same code and data). On that
+  # machine, same expert (init sync 1.203, mouth-crop LPIPS 0.324):
+  #   weight 0.2,  80 steps: sync 1.195
+  #   weight 0.3,  80 steps: sync 1.130, mouth LPIPS 0.269
+  #   weight 0.3, 120 steps: sync 0.893, mouth LPIPS 0.223, L1 0.212 -> 0.152
+  # so the CI test's four "better than init" checks hold with a margin.
+  sync = 0.3 if quick else 0.1
+  c.sync_schedule.initial = sync
+  c.sync_schedule.value = sync
   c.best_metric = "loss"
   return c
 
