@@ -41,9 +41,12 @@ def shared_dir() -> pathlib.Path:
 
 def pytest_collection_modifyitems(items):
   """Tests marked `slow` (each minutes long on 2 cores) go first, in their
-  file order: xdist then starts the long ones at once on different workers and
-  fills the gaps with the short ones, instead of leaving one worker alone
-  with a long test at the end (with `--dist worksteal`, pyproject.toml)."""
+  file order, so that no long test is left to start at the end. Under `-n`
+  with `--dist worksteal` (pyproject.toml) a worker that runs dry takes queued
+  tests from the other. Measured on an AVX2-only 2-core CPU: 2,931 s of tests
+  before, 2,945 s after with a quick demo 211 s longer; worksteal hands the
+  first half of the list (the slow tests) to one worker, so `--dist load`,
+  which starts round-robin, is the next thing to measure."""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
