@@ -333,7 +333,10 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
   lip colour: `metrics.masked_lab_distance` of the output frames on the ground
   truth's lip pixels (DIR/heldout/pair<j>/lip_mask.npz), averaged over the
   pairs; mouth LPIPS: AlexNet LPIPS of the lower halves of the first pair's
-  face crops against the ground truth's.
+  face crops against the ground truth's; in the mouth region at the video's
+  resolution: PSNR / SSIM / LPIPS, sharpness (`metrics.laplacian_variance`)
+  and colour speckle (`metrics.chroma_noise`, which catches striped mouths
+  that the other scores miss).
   """
   from lipsync_jax.io import video as video_lib  # pylint: disable=import-outside-toplevel
   from lipsync_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel
@@ -354,10 +357,13 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
   crop = lambda x: x[:, region[0], region[1]]
   out["mouth_region"] = [int(region[0].start), int(region[0].stop),
                          int(region[1].start), int(region[1].stop)]
-  out["ground_truth"] = {"mouth_sharpness": float(np.mean(np.concatenate(
-      [metrics.laplacian_variance(crop(t)) for t, _ in truths])))}
+  out["ground_truth"] = {
+      "mouth_sharpness": float(np.mean(np.concatenate(
+          [metrics.laplacian_variance(crop(t)) for t, _ in truths]))),
+      "mouth_chroma_noise": float(np.mean(np.concatenate(
+          [metrics.chroma_noise(crop(t)) for t, _ in truths])))}
   for name in ("before", "after"):
-    colours, recon, sharp = [], [], []
+    colours, recon, sharp, speckle = [], [], [], []
     for pair, (truth, mask) in zip(pairs, truths):
       d = pathlib.Path(pair["dir"])
       frames = np.stack(list(video_lib.iter_frames(str(d / f"{name}.mp4"))))
@@ -365,6 +371,7 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
       colours.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
       recon.append(metrics.reconstruction_metrics(crop(frames[:n]), crop(truth[:n]), lpips))
       sharp.append(metrics.laplacian_variance(crop(frames[:n])))
+      speckle.append(metrics.chroma_noise(crop(frames[:n])))
     entry = {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
              "lip_mean_colour_lab_distance": float(np.mean(
                  [c["mean_colour_lab_distance"] for c in colours])),
@@ -374,7 +381,10 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
              # variance of the Laplacian; the truth's is out["ground_truth"]).
              **{f"mouth_region_{k}": float(np.mean([r[k] for r in recon]))
                 for k in ("psnr", "ssim", "lpips")},
-             "mouth_sharpness": float(np.mean(np.concatenate(sharp)))}
+             "mouth_sharpness": float(np.mean(np.concatenate(sharp))),
+             # Colour speckle (striped / dotted mouths; the truth's is
+             # out["ground_truth"]).
+             "mouth_chroma_noise": float(np.mean(np.concatenate(speckle)))}
     if name in crops and "ground_truth" in crops:
       n = min(len(crops[name]), len(crops["ground_truth"]))
       half = crops[name].shape[1] // 2
@@ -525,6 +535,12 @@ def format_table(summary: dict[str, Any]) -> str:
                    f"LPIPS {a['mouth_region_lpips']:.3f} -> {b['mouth_region_lpips']:.3f}, "
                    f"sharpness (Laplacian variance) {a['mouth_sharpness']:.0f} -> "
                    f"{b['mouth_sharpness']:.0f} (ground truth {truth:.0f})")
+    if "mouth_chroma_noise" in b:
+      truth = (mouth.get("ground_truth") or {}).get("mouth_chroma_noise", float("nan"))
+      lines.append(f"mouth colour speckle (chroma high-pass), init -> trained: "
+                   f"{a['mouth_chroma_noise']:.1f} -> {b['mouth_chroma_noise']:.1f} "
+                   f"(ground truth {truth:.1f}; striped or dotted mouths score several "
+                   f"times the truth)")
   lines.append("time per stage:")
   for stage, secs in summary.get("timings_s", {}).items():
     per_step = (summary.get(stage) or {}).get("step_time_s") if stage in (

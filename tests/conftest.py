@@ -41,12 +41,13 @@ def shared_dir() -> pathlib.Path:
 
 def pytest_collection_modifyitems(items):
   """Tests marked `slow` (each minutes long on 2 cores) go first, in their
-  file order, so that no long test is left to start at the end. Under `-n`
-  with `--dist worksteal` (pyproject.toml) a worker that runs dry takes queued
-  tests from the other. Measured on an AVX2-only 2-core CPU: 2,931 s of tests
-  before, 2,945 s after with a quick demo 211 s longer; worksteal hands the
-  first half of the list (the slow tests) to one worker, so `--dist load`,
-  which starts round-robin, is the next thing to measure."""
+  file order, so that no long test is left to start at the end. Under `-n`,
+  `--dist load --maxschedchunk 1` (pyproject.toml) keeps two tests queued on
+  each worker and hands out the next one as a worker finishes one: the slow
+  tests are shared between the workers, longest-first list scheduling.
+  (`--dist worksteal`, and `load` with its default chunks, give each worker
+  a contiguous block of the list, so one worker got every slow test: 2,945 s
+  on an AVX2-only CPU against 2,931 s before the sort.)"""
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

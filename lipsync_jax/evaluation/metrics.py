@@ -584,6 +584,25 @@ def laplacian_variance(frames: np.ndarray) -> np.ndarray:
   return out
 
 
+def chroma_noise(frames: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+  """Colour speckle: per-frame mean squared high-pass of the Lab chroma.
+
+  frames (N, H, W, 3) BGR uint8 -> (N,) float. The a and b channels of
+  OpenCV's 8-bit Lab, minus their Gaussian blur (`sigma` px), squared and
+  averaged. Skin and lips are smooth in colour, so a real mouth region scores
+  low (a few units); the striped or dotted colour patterns that an expert's
+  sync gradient can draw through the decoder's transposed convolutions score
+  several times higher, even where LPIPS and the lip colour barely move
+  (`lipsync_jax.demo`, issue 18). Brightness edges (the lip outline, teeth)
+  are not counted: only the chroma is."""
+  frames = np.asarray(frames)
+  out = np.empty(len(frames), np.float64)
+  for i, f in enumerate(frames):
+    ab = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_BGR2Lab)[..., 1:].astype(np.float32)
+    out[i] = np.mean(np.square(ab - cv2.GaussianBlur(ab, (0, 0), sigma)))
+  return out
+
+
 def masked_lab_distance(frames: np.ndarray, target: np.ndarray,
                         mask: np.ndarray) -> dict[str, Any]:
   """Colour agreement of `frames` with `target` on the `mask` pixels.
