@@ -62,8 +62,7 @@ def pytest_collection_modifyitems(items):
   twice: 1,670 s of tests. (`--dist worksteal` splits the list into two
   contiguous halves, so one worker got every long test.)"""
   rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-  order = {id(item): i for i, item in enumerate(items)}
-  items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
