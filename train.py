@@ -58,5 +58,18 @@ def main(argv: list[str]) -> None:
         f"{_WORKDIR.value}/summary.json")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a one-line error for a `--config.FIELD=...`
+  override of a field the config does not have (ml_collections raises a bare
+  AttributeError / KeyError there, which would print a traceback)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    field = str(e).strip("\"'")
+    print(f"error: a --config override names a field the config does not have: {field!r}",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,6 +1,7 @@
 """LPIPS-AttnWav2Lip on real faces with the landmark expert's sync loss.
 
     python bench/real_face_generator.py --expert runs/lip_sync [--workdir runs/real_face]
+        [--face-size 96] [--runs sync-on,sync-off] [--steps N]
 
 `--expert` is a `configs/lip_sync.py` workdir (its `expert_pixels/` is the
 expert the generator trains against; its model meta names the held-out
@@ -17,7 +18,17 @@ speakers). The script runs what a user would, and prints one table:
    videos whose best offset is within +-1 of 0, LSE-style distance and
    confidence (on the landmark expert's own scale);
 4. L1 / LPIPS on paired val (the trainer's eval at step 0 and at the end);
-5. `mouth_grid.png`: mouth crops of two held-out faces, one row per model.
+5. reconstruction: every held-out face lip-synced to its own audio, whose
+   source frames are then the ground truth: PSNR / SSIM / LPIPS of the
+   mouth (the lower half of a 256 px face crop, the same detector on both),
+   its sharpness (variance of the Laplacian) and colour speckle, beside the
+   source's own;
+6. `mouth_grid.png`: mouth crops of two held-out faces, one row per model.
+
+`--face-size 192` (or 256) prepares the crops at that size (`--img-size`)
+and trains the generator at it (`model.overrides.face_size`); the expert
+stays the 96 px landmark expert, fed through the sync loss's resize. Run it
+once per size, with the same `--steps`, to compare sizes on real faces.
 
 Each stage is skipped when its output exists (rerun to resume).
 """
@@ -41,6 +52,51 @@ SPEECH = ("sense_and_sensibility_01_austen_64kb-0870.wav",
           "sense_and_sensibility_01_austen_64kb-0890.wav")
 
 
+RUNS = {"sync-on": "sync on", "sync-off": "sync off"}  # --runs name -> table row
+RUN_DIRS = {"sync-on": "gen_sync", "sync-off": "gen_nosync"}
+RECON_CROP = 256  # face crops the reconstruction scores are taken on
+
+
+def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path],
+                   detector) -> dict[str, dict[str, float]]:
+  """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
+  sources, plus sharpness and colour speckle (and the sources' own).
+
+  Crops come from the same detector on both videos, at RECON_CROP px; frames
+  are paired by index over the span both have a face in. Returns per model
+  the means over all frames of all videos, and "source" for the truth.
+  """
+  from lipsync_jax.evaluation import metrics
+  from lipsync_jax.vision import face_crops
+  lpips = metrics.LPIPSMetric("alexnet")
+  half = RECON_CROP // 2
+  sources = {}
+  for face in faces:
+    crops, first, _, _ = face_crops.video_face_crops(str(face), RECON_CROP, detector)
+    sources[face.stem] = (crops[:, half:], first)
+  out: dict[str, dict[str, float]] = {"source": {
+      "sharpness": float(np.mean(np.concatenate(
+          [metrics.laplacian_variance(c) for c, _ in sources.values()]))),
+      "chroma_noise": float(np.mean(np.concatenate(
+          [metrics.chroma_noise(c) for c, _ in sources.values()])))}}
+  for name, d in own_audio.items():
+    gen_all, truth_all = [], []
+    for face in faces:
+      crops, first, _, _ = face_crops.video_face_crops(str(d / f"{face.stem}.mp4"),
+                                                       RECON_CROP, detector)
+      truth, t_first = sources[face.stem]
+      lo = max(first, t_first)
+      hi = min(first + len(crops), t_first + len(truth))
+      gen_all.append(crops[lo - first:hi - first, half:])
+      truth_all.append(truth[lo - t_first:hi - t_first])
+    gen, truth = np.concatenate(gen_all), np.concatenate(truth_all)
+    out[name] = {**metrics.reconstruction_metrics(gen, truth, lpips),
+                 "sharpness": float(np.mean(metrics.laplacian_variance(gen))),
+                 "chroma_noise": float(np.mean(metrics.chroma_noise(gen))),
+                 "frames": int(len(gen))}
+  return out
+
+
 def _run(cmd: list[str]) -> None:
   print("$ " + " ".join(cmd), flush=True)
   r = subprocess.run(cmd, cwd=REPO)
@@ -49,11 +105,11 @@ def _run(cmd: list[str]) -> None:
 
 
 def prepare(videos: pathlib.Path, data: pathlib.Path, val_speakers: set[str],
-            speakers: dict[str, str]) -> dict[str, list[str]]:
+            speakers: dict[str, str], face_size: int = 96) -> dict[str, list[str]]:
   from lipsync_jax.data import format as fmt
   if not (data / "index.json").is_file():
     _run([sys.executable, "data_prep/preprocess.py", "--input", str(videos),
-          "--output", str(data), "--no-progress"])
+          "--output", str(data), "--img-size", str(face_size), "--no-progress"])
   index = fmt.load_index(data)
   splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
   for clip in index.split("all"):
@@ -66,7 +122,7 @@ def prepare(videos: pathlib.Path, data: pathlib.Path, val_speakers: set[str],
 
 
 def train(data: pathlib.Path, expert: pathlib.Path, out: pathlib.Path, sync: bool,
-          steps: int | None) -> dict:
+          steps: int | None, face_size: int = 96) -> dict:
   if not (out / "summary.json").is_file() or \
       json.loads((out / "summary.json").read_text()).get("status") != "completed":
     cmd = [sys.executable, "train.py", "--config", "configs/lpips_attnwav2lip.py:real",
@@ -74,27 +130,32 @@ def train(data: pathlib.Path, expert: pathlib.Path, out: pathlib.Path, sync: boo
            f"--config.syncnet_checkpoint={expert / 'expert_pixels'}"]
     if steps:
       cmd.append(f"--config.num_steps={steps}")
+    if face_size != 96:
+      cmd.append(f"--config.model.overrides.face_size={face_size}")
     if not sync:
       cmd += ["--config.sync_schedule.initial=0", "--config.sync_schedule.value=0"]
     _run(cmd)
   return json.loads((out / "summary.json").read_text())
 
 
-def initial_model(workdir: pathlib.Path) -> pathlib.Path:
-  """The generator's initial weights, as the trainer draws them (seed 0)."""
-    import jax
+def initial_model(path: pathlib.Path, face_size: int = 96) -> pathlib.Path:
+  """The generator's initial weights at `path`, as the trainer draws them
+  (seed 0)."""
+  import jax
   import jax.numpy as jnp
   from lipsync_jax import checkpoint, models
   from lipsync_jax.train import config_lib, train_lib
-  path = workdir / "generator_init"
   if path.exists():
     return path
   config = config_lib.load(REPO / "configs" / "lpips_attnwav2lip.py", "real")
+  if face_size != 96:
+    config.model.overrides.face_size = face_size
   kwargs = train_lib.model_kwargs(config)
   module = models.create(config.model.arch, **kwargs)
   init_rng, _ = jax.random.split(jax.random.PRNGKey(int(config.seed)))
   variables = jax.jit(lambda r: module.init(
-      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, 96, 96, 6)), train=False))(init_rng)
+      r, jnp.zeros((1, 80, 16, 1)), jnp.zeros((1, face_size, face_size, 6)),
+      train=False))(init_rng)
   checkpoint.save_model(str(path), config.model.arch, kwargs,
                         jax.device_get(dict(variables)), extra_meta={"step": 0})
   return path
@@ -106,7 +167,14 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", default="runs/real_face")
   p.add_argument("--shared", default=str(REPO.parent / "shared"))
   p.add_argument("--steps", type=int, default=None, help="override num_steps")
+  p.add_argument("--face-size", type=int, default=96, choices=(96, 192, 256),
+                 help="the generator's (and the prepared crops') face size")
+  p.add_argument("--runs", default="sync-on,sync-off",
+                 help="comma-separated generators to train: sync-on, sync-off")
   a = p.parse_args(argv)
+  wanted = [r.strip() for r in a.runs.split(",") if r.strip()]
+  if not wanted or set(wanted) - set(RUNS):
+    p.error(f"--runs takes a comma-separated subset of {', '.join(RUNS)}, got {a.runs!r}")
   from lipsync_jax import checkpoint, inference
   from lipsync_jax.evaluation import metrics
   from lipsync_jax.vision import face_detection
@@ -122,29 +190,39 @@ def main(argv=None) -> int:
   val_speakers = set(meta["training"]["val_speakers"])
   speakers = lip_sync_lib.parse_speakers(meta["training"].get("speakers", []))
   videos = pathlib.Path(a.shared) / "data" / "real" / "av"
-  splits = prepare(videos, work / "data", val_speakers, speakers)
-  print(f"splits: {len(splits['train'])} train clips, {len(splits['val'])} held-out faces")
+  size = int(a.face_size)
+  # One dataset, generator and initial-weights folder per face size, so that
+  # runs at two sizes can share a workdir.
+  sfx = "" if size == 96 else f"_{size}"
+  data = work / f"data{sfx}"
+  splits = prepare(videos, data, val_speakers, speakers, size)
+  print(f"splits: {len(splits['train'])} train clips, {len(splits['val'])} held-out faces; "
+        f"{size} px faces")
 
-  runs = {"sync on": train(work / "data", expert, work / "gen_sync", True, a.steps),
-          "sync off": train(work / "data", expert, work / "gen_nosync", False, a.steps)}
-  models = {"initial": initial_model(work), "sync off": work / "gen_nosync" / "model",
-            "sync on": work / "gen_sync" / "model"}
+  runs = {RUNS[r]: train(data, expert, work / f"{RUN_DIRS[r]}{sfx}", r == "sync-on",
+                         a.steps, size) for r in wanted}
+  models = {"initial": initial_model(work / f"generator_init{sfx}", size)}
+  models.update({RUNS[r]: work / f"{RUN_DIRS[r]}{sfx}" / "model" for r in RUNS if r in wanted})
 
   # Lip-sync every held-out face to unrelated speech.
   speech = [pathlib.Path(a.shared) / "data" / "real" / "audio" / "librivox_pocketsphinx" / s
             for s in SPEECH]
   faces = sorted(f for f in videos.rglob("*") if f.suffix in (".mp4", ".mpg") and
                  f.relative_to(videos).with_suffix("").as_posix() in splits["val"])
-  out_videos = {}
+  out_videos, own_audio = {}, {}
   for name, ckpt in models.items():
-    d = work / "videos" / name.replace(" ", "_")
-    d.mkdir(parents=True, exist_ok=True)
+    d = work / f"videos{sfx}" / name.replace(" ", "_")
+    (d / "own_audio").mkdir(parents=True, exist_ok=True)
     syncer = inference.LipSyncer.from_checkpoint(ckpt, cache_dir=str(work / "cache"))
     for i, face in enumerate(faces):
       target = d / f"{face.stem}__{speech[i % len(speech)].stem[-4:]}.mp4"
       if not target.is_file():
         syncer.run(face, speech[i % len(speech)], target)
+      # The face to its own speech: the source frames are the ground truth.
+      if not (d / "own_audio" / f"{face.stem}.mp4").is_file():
+        syncer.run(face, face, d / "own_audio" / f"{face.stem}.mp4")
     out_videos[name] = d
+    own_audio[name] = d / "own_audio"
 
   # Score them with the built-in scorer (FaceMesh lips + mel).
   scorer = metrics.load_builtin_scorer()
@@ -160,13 +238,14 @@ def main(argv=None) -> int:
       if k < 2:
         crops_for_grid.setdefault(name, []).append(crops)
     table[name] = rows
+  recon = reconstruction(own_audio, faces, detector)
 
   print(f"\nReal faces of unseen speakers lip-synced to LibriVox speech "
         f"({len(faces)} videos per model), scored by lip_sync:builtin:")
   print("| model | best offset within +-1 of 0 | LSE-D (lip_sync) | LSE-C (lip_sync) "
         "| val L1 | val LPIPS |")
   print("|---|---|---|---|---|---|")
-  init_eval = runs["sync on"].get("initial_eval", {})
+  init_eval = next(iter(runs.values())).get("initial_eval", {})
   for name, rows in table.items():
     ok = np.mean([abs(r["offset"]) <= 1 for r in rows])
     ev = init_eval if name == "initial" else runs[name].get("final_eval", {})
@@ -176,7 +255,18 @@ def main(argv=None) -> int:
           f"{np.mean([r['lse_c'] for r in rows]):.3f} | {l1:.4f} | {lp:.4f} |")
   for name, rows in table.items():
     print(f"  {name}: offsets " + " ".join(f"{r['offset']:+d}" for r in rows))
-  (work / "results.json").write_text(json.dumps({"table": table, "runs": {
+  print(f"\nThe same faces lip-synced to their own speech, against their source frames "
+        f"(mouth: lower half of a {RECON_CROP} px face crop; {size} px generators):")
+  print("| model | mouth PSNR | SSIM | LPIPS | sharpness (Laplacian var.) | colour speckle |")
+  print("|---|---|---|---|---|---|")
+  for name, r in recon.items():
+    if name == "source":
+      print(f"| source frames | | | | {r['sharpness']:.0f} | {r['chroma_noise']:.2f} |")
+    else:
+      print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
+            f"{r['sharpness']:.0f} | {r['chroma_noise']:.2f} |")
+  (work / f"results{sfx}.json").write_text(json.dumps({"face_size": size, "table": table,
+                                                       "reconstruction": recon, "runs": {
       k: {kk: v.get(kk) for kk in ("initial_eval", "final_eval", "step", "status")}
       for k, v in runs.items()}}, indent=1, default=float))
 
@@ -193,8 +283,8 @@ def main(argv=None) -> int:
     label = np.full((96, 150, 3), 255, np.uint8)
     cv2.putText(label, name, (5, 55), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
     tiles.append(np.concatenate([label, strip], 1))
-  cv2.imwrite(str(work / "mouth_grid.png"), np.concatenate(tiles, 0))
-  print(f"\nwrote {work / 'results.json'} and {work / 'mouth_grid.png'}; "
+  cv2.imwrite(str(work / f"mouth_grid{sfx}.png"), np.concatenate(tiles, 0))
+  print(f"\nwrote {work / f'results{sfx}.json'} and {work / f'mouth_grid{sfx}.png'}; "
         f"{time.time() - t0:.0f} s")
   return 0
 

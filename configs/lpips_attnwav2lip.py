@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # to wait for upstream's eval-sync threshold. Ablation: sync off with
     # --config.sync_schedule.initial=0 --config.sync_schedule.value=0.
     c.model.width_multiplier = 0.125
+    # Stated, so that `--config.model.overrides.face_size=192` trains this
+    # recipe on 192 px crops (bench/real_face_generator.py --face-size).
+    c.model.overrides.face_size = 96
     c.batch_size = 4
     c.num_steps = 600
     c.eval_every = 300

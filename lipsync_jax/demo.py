@@ -332,7 +332,8 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
 
   lip colour: `metrics.masked_lab_distance` of the output frames on the ground
   truth's lip pixels (DIR/heldout/pair<j>/lip_mask.npz), averaged over the
-  pairs; mouth LPIPS: AlexNet LPIPS of the lower halves of the first pair's
+  pairs, and of the input face as a reference ("input": real lips of the
+  right colour, shaped for other words); mouth LPIPS: AlexNet LPIPS of the lower halves of the first pair's
   face crops against the ground truth's; in the mouth region at the video's
   resolution: PSNR / SSIM / LPIPS, sharpness (`metrics.laplacian_variance`)
   and colour speckle (`metrics.chroma_noise`, which catches striped mouths
@@ -362,6 +363,18 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
           [metrics.laplacian_variance(crop(t)) for t, _ in truths]))),
       "mouth_chroma_noise": float(np.mean(np.concatenate(
           [metrics.chroma_noise(crop(t)) for t, _ in truths])))}
+  # The floor of the lip colour score: the input face's own lips (the same
+  # identity and head motion, saying other words) are the right colour but
+  # the wrong shape, and the per-pixel distance counts the shape.
+  inputs = []
+  for pair, (truth, mask) in zip(pairs, truths):
+    frames = np.stack(list(video_lib.iter_frames(str(pathlib.Path(pair["dir"]) / "face.mp4"))))
+    n = min(len(frames), len(truth), len(mask))
+    inputs.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
+  out["input"] = {
+      "lip_lab_distance": float(np.mean([c["lab_distance"] for c in inputs])),
+      "lip_mean_colour_lab_distance": float(np.mean(
+          [c["mean_colour_lab_distance"] for c in inputs]))}
   for name in ("before", "after"):
     colours, recon, sharp, speckle = [], [], [], []
     for pair, (truth, mask) in zip(pairs, truths):
@@ -527,6 +540,14 @@ def format_table(summary: dict[str, Any]) -> str:
                  f"{b['lip_lab_distance']:.1f}, mouth-crop LPIPS "
                  f"{a.get('mouth_lpips', float('nan')):.3f} -> "
                  f"{b.get('mouth_lpips', float('nan')):.3f}")
+    if mouth.get("input"):
+      i = mouth["input"]
+      lines.append(f"reference, the input face's own lips (the truth's colour, the shape of "
+                   f"other words): lip colour {i['lip_lab_distance']:.1f}; "
+                   f"mean-colour distance init -> trained "
+                   f"{a['lip_mean_colour_lab_distance']:.1f} -> "
+                   f"{b['lip_mean_colour_lab_distance']:.1f} (input "
+                   f"{i['lip_mean_colour_lab_distance']:.1f})")
     if "mouth_sharpness" in b:
       truth = (mouth.get("ground_truth") or {}).get("mouth_sharpness", float("nan"))
       lines.append(f"mouth region at {summary.get('face_size', 96)} px faces, init -> trained: "

@@ -183,6 +183,11 @@ def test_quick_demo_end_to_end(tmp_path):
   assert mouth["after"]["mouth_lpips"] < mouth["before"]["mouth_lpips"], mouth
   assert mouth["after"]["lip_lab_distance"] < mouth["before"]["lip_lab_distance"], mouth
   assert "lip colour" in proc.stdout and "machine:" in proc.stdout
+  # The input face's own lips are the reference: the truth's colour (closer in
+  # mean colour than the untrained mouth), the shape of other words.
+  assert (mouth["input"]["lip_mean_colour_lab_distance"]
+          < mouth["before"]["lip_mean_colour_lab_distance"]), mouth
+  assert "input face's own lips" in proc.stdout
   # The mouth region at the video's resolution: reconstruction and sharpness.
   assert mouth["after"]["mouth_region_psnr"] > 0 and 0 < mouth["after"]["mouth_region_ssim"] <= 1
   assert mouth["after"]["mouth_sharpness"] > 0 and mouth["ground_truth"]["mouth_sharpness"] > 0

@@ -151,3 +151,18 @@ def test_partial_checkpoint_is_ignored(tmp_path):
   tree, meta = ck.restore(1, {"w": jnp.zeros(3)}, None)
   np.testing.assert_array_equal(np.asarray(tree["w"]), np.ones(3))
   assert meta["rng"] == [0, 1]
+
+
+def test_override_of_a_missing_config_field_is_a_one_line_error(tmp_path):
+  """ml_collections raises a bare AttributeError for `--config.x=...` when the
+  config has no field x; train.py turns it into one line and exit 2."""
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "train.py"),
+       "--config", str(REPO / "configs" / "syncnet.py") + ":tiny",
+       "--workdir", str(tmp_path / "run"), "--config.model.no_such_field=3"],
+      capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert proc.returncode == 2, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert "error: a --config override names a field the config does not have: " \
+         "'no_such_field'" in proc.stderr
+  assert not (tmp_path / "run").exists()
