@@ -1,11 +1,12 @@
 """LPIPS-AttnWav2Lip on real faces with the landmark expert's sync loss.
 
-    python bench/real_face_generator.py --expert runs/lip_sync [--workdir runs/real_face]
+    python bench/real_face_generator.py [--expert builtin] [--workdir runs/real_face]
         [--face-size 96] [--runs sync-on,sync-off] [--steps N]
 
-`--expert` is a `configs/lip_sync.py` workdir (its `expert_pixels/` is the
-expert the generator trains against; its model meta names the held-out
-speakers). The script runs what a user would, and prints one table:
+`--expert` is `builtin` (the landmark expert shipped with the package, the
+default) or a `configs/lip_sync.py` workdir: its `expert_pixels/` is the
+expert the generator trains against, and its model meta names the held-out
+speakers. The script runs what a user would, and prints two tables:
 
 1. `data_prep/preprocess.py` on the real clips, then the splits by speaker:
    train = the expert's training speakers, val = its held-out speakers (so
@@ -127,7 +128,7 @@ def train(data: pathlib.Path, expert: pathlib.Path, out: pathlib.Path, sync: boo
       json.loads((out / "summary.json").read_text()).get("status") != "completed":
     cmd = [sys.executable, "train.py", "--config", "configs/lpips_attnwav2lip.py:real",
            "--workdir", str(out), f"--config.data_dir={data}",
-           f"--config.syncnet_checkpoint={expert / 'expert_pixels'}"]
+           f"--config.syncnet_checkpoint={expert}"]
     if steps:
       cmd.append(f"--config.num_steps={steps}")
     if face_size != 96:
@@ -163,7 +164,9 @@ def initial_model(path: pathlib.Path, face_size: int = 96) -> pathlib.Path:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--expert", required=True, help="configs/lip_sync.py workdir")
+  p.add_argument("--expert", default="builtin",
+                 help="'builtin' (the shipped landmark expert) or a configs/lip_sync.py "
+                      "workdir")
   p.add_argument("--workdir", default="runs/real_face")
   p.add_argument("--shared", default=str(REPO.parent / "shared"))
   p.add_argument("--steps", type=int, default=None, help="override num_steps")
@@ -184,12 +187,20 @@ def main(argv=None) -> int:
 
   t0 = time.time()
   work = pathlib.Path(a.workdir).absolute()
+  # The expert behind its lip regressor (arch lip_sync_pixels), which the
+  # generator trains against.
+  expert = (pathlib.Path(metrics.builtin_pixel_expert_path()) if a.expert == "builtin"
+            else pathlib.Path(a.expert).absolute() / "expert_pixels")
+  if not expert.exists():
+    raise SystemExit(f"error: no landmark expert at {expert} (train one with "
+                     f"configs/lip_sync.py, or pass --expert builtin)")
+  meta = checkpoint.load_model(expert).meta
+  videos = pathlib.Path(a.shared) / "data" / "real" / "av"
+  if not videos.is_dir():
+    raise SystemExit(f"error: no real clips at {videos} (--shared: the shared data folder)")
   work.mkdir(parents=True, exist_ok=True)
-  expert = pathlib.Path(a.expert).absolute()
-  meta = checkpoint.load_model(expert / "expert_pixels").meta
   val_speakers = set(meta["training"]["val_speakers"])
   speakers = lip_sync_lib.parse_speakers(meta["training"].get("speakers", []))
-  videos = pathlib.Path(a.shared) / "data" / "real" / "av"
   size = int(a.face_size)
   # One dataset, generator and initial-weights folder per face size, so that
   # runs at two sizes can share a workdir.
