@@ -220,7 +220,7 @@ def main(argv=None) -> int:
             for s in SPEECH]
   faces = sorted(f for f in videos.rglob("*") if f.suffix in (".mp4", ".mpg") and
                  f.relative_to(videos).with_suffix("").as_posix() in splits["val"])
-  out_videos, own_audio = {}, {}
+  out_videos = {}
   for name, ckpt in models.items():
     d = work / f"videos{sfx}" / name.replace(" ", "_")
     (d / "own_audio").mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,6 @@ def main(argv=None) -> int:
       if not (d / "own_audio" / f"{face.stem}.mp4").is_file():
         syncer.run(face, face, d / "own_audio" / f"{face.stem}.mp4")
     out_videos[name] = d
-    own_audio[name] = d / "own_audio"
 
   # Score them with the built-in scorer (FaceMesh lips + mel).
   scorer = metrics.load_builtin_scorer()
@@ -249,7 +248,8 @@ def main(argv=None) -> int:
       if k < 2:
         crops_for_grid.setdefault(name, []).append(crops)
     table[name] = rows
-  recon = reconstruction(own_audio, faces, detector)
+  recon = reconstruction({name: d / "own_audio" for name, d in out_videos.items()}, faces,
+                         detector)
 
   print(f"\nReal faces of unseen speakers lip-synced to LibriVox speech "
         f"({len(faces)} videos per model), scored by lip_sync:builtin:")

@@ -333,8 +333,8 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
   lip colour: `metrics.masked_lab_distance` of the output frames on the ground
   truth's lip pixels (DIR/heldout/pair<j>/lip_mask.npz), averaged over the
   pairs, and of the input face as a reference ("input": real lips of the
-  right colour, shaped for other words); mouth LPIPS: AlexNet LPIPS of the lower halves of the first pair's
-  face crops against the ground truth's; in the mouth region at the video's
+  right colour, shaped for other words); mouth LPIPS: AlexNet LPIPS of the
+  lower halves of the first pair's face crops against the ground truth's; in the mouth region at the video's
   resolution: PSNR / SSIM / LPIPS, sharpness (`metrics.laplacian_variance`)
   and colour speckle (`metrics.chroma_noise`, which catches striped mouths
   that the other scores miss).
@@ -363,31 +363,33 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
           [metrics.laplacian_variance(crop(t)) for t, _ in truths]))),
       "mouth_chroma_noise": float(np.mean(np.concatenate(
           [metrics.chroma_noise(crop(t)) for t, _ in truths])))}
-  # The floor of the lip colour score: the input face's own lips (the same
-  # identity and head motion, saying other words) are the right colour but
-  # the wrong shape, and the per-pixel distance counts the shape.
-  inputs = []
-  for pair, (truth, mask) in zip(pairs, truths):
-    frames = np.stack(list(video_lib.iter_frames(str(pathlib.Path(pair["dir"]) / "face.mp4"))))
-    n = min(len(frames), len(truth), len(mask))
-    inputs.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
-  out["input"] = {
-      "lip_lab_distance": float(np.mean([c["lab_distance"] for c in inputs])),
-      "lip_mean_colour_lab_distance": float(np.mean(
-          [c["mean_colour_lab_distance"] for c in inputs]))}
+
+  def against_truth(name: str):
+    """Each pair's DIR/heldout/pair<j>/<name>.mp4 frames with its truth and
+    lip mask, cut to their common length."""
+    for pair, (truth, mask) in zip(pairs, truths):
+      frames = np.stack(list(video_lib.iter_frames(str(pathlib.Path(pair["dir"]) /
+                                                       f"{name}.mp4"))))
+      n = min(len(frames), len(truth), len(mask))
+      yield frames[:n], truth[:n], mask[:n]
+
+  def lip_colour(colours: list[dict[str, Any]]) -> dict[str, float]:
+    return {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
+            "lip_mean_colour_lab_distance": float(np.mean(
+                [c["mean_colour_lab_distance"] for c in colours]))}
+
+  # A reference for the lip colour score: the input face's own lips (the
+  # same identity and head motion, saying other words) have the truth's
+  # colour but another shape, and the per-pixel distance counts the shape.
+  out["input"] = lip_colour([metrics.masked_lab_distance(*x) for x in against_truth("face")])
   for name in ("before", "after"):
     colours, recon, sharp, speckle = [], [], [], []
-    for pair, (truth, mask) in zip(pairs, truths):
-      d = pathlib.Path(pair["dir"])
-      frames = np.stack(list(video_lib.iter_frames(str(d / f"{name}.mp4"))))
-      n = min(len(frames), len(truth), len(mask))
-      colours.append(metrics.masked_lab_distance(frames[:n], truth[:n], mask[:n]))
-      recon.append(metrics.reconstruction_metrics(crop(frames[:n]), crop(truth[:n]), lpips))
-      sharp.append(metrics.laplacian_variance(crop(frames[:n])))
-      speckle.append(metrics.chroma_noise(crop(frames[:n])))
-    entry = {"lip_lab_distance": float(np.mean([c["lab_distance"] for c in colours])),
-             "lip_mean_colour_lab_distance": float(np.mean(
-                 [c["mean_colour_lab_distance"] for c in colours])),
+    for frames, truth, mask in against_truth(name):
+      colours.append(metrics.masked_lab_distance(frames, truth, mask))
+      recon.append(metrics.reconstruction_metrics(crop(frames), crop(truth), lpips))
+      sharp.append(metrics.laplacian_variance(crop(frames)))
+      speckle.append(metrics.chroma_noise(crop(frames)))
+    entry = {**lip_colour(colours),
              "lip_mean_bgr": colours[0]["mean_bgr"],
              "truth_lip_mean_bgr": colours[0]["target_mean_bgr"],
              # In the mouth region at the video's resolution (sharpness:

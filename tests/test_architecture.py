@@ -141,13 +141,15 @@ def test_every_script_parses_and_imports_modules_that_exist():
   for path in SCRIPTS:
     tree = compile(path.read_text(), str(path), "exec", flags=ast.PyCF_ONLY_AST)
     for node in ast.walk(tree):
-      if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
-          node.module.startswith("lipsync_jax"):
-        assert _is_module(node.module), f"{path.name}: no module {node.module}"
-      elif isinstance(node, ast.Import):
-        for alias in node.names:
-          if alias.name.startswith("lipsync_jax"):
-            assert _is_module(alias.name), f"{path.name}: no module {alias.name}"
+      if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [node.module]
+      else:
+        continue
+      for name in names:
+        if name.startswith("lipsync_jax"):
+          assert _is_module(name), f"{path.name}: no module {name}"
 
 
 def test_script_check_catches_a_broken_script(tmp_path):
