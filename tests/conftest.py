@@ -70,6 +70,33 @@ def pytest_unconfigure(config):  # pylint: disable=unused-argument
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
+def _killed_after_checkpoint(workdir: pathlib.Path, copy: pathlib.Path, step: int) -> pathlib.Path:
+  """`copy`: the finished training run `workdir` as a run killed right after
+  its checkpoint `step` would have left it: the later checkpoints and the
+  exported models are gone, metrics.jsonl still holds the later steps' lines
+  (a resume must drop them). Lets one uninterrupted run serve as both the
+  reference and the interrupted run of an exact-resume test."""
+  shutil.copytree(workdir, copy)
+  ckpts = copy / "checkpoints"
+  steps = sorted(int(d.name) for d in ckpts.iterdir() if d.name.isdigit())
+  assert step in steps, f"no checkpoint {step} in {workdir} (has {steps})"
+  for later in (s for s in steps if s > step):
+    shutil.rmtree(ckpts / str(later))
+  for name in ("model", "model_best", "summary.json"):
+    target = copy / name
+    if target.is_dir():
+      shutil.rmtree(target)
+    elif target.exists():
+      target.unlink()
+  return copy
+
+
+@pytest.fixture
+def killed_after_checkpoint():
+  """`killed_after_checkpoint(workdir, copy, step)`: see `_killed_after_checkpoint`."""
+  return _killed_after_checkpoint
+
+
 @pytest.fixture(scope="module")
 def xla_compilation_cache():
   """The session's persistent XLA cache (set up above, for every test); kept

@@ -103,8 +103,9 @@ def test_model_shapes_and_unit_embeddings(window):
   mel = jnp.zeros((3, 80, cols, 1))
   lips = jnp.asarray(np.random.default_rng(0).uniform(0.4, 0.6, (3, window, 40, 2)),
                      jnp.float32)
-  v = net.init(jax.random.PRNGKey(0), mel, lips)
-  a, e = net.apply(v, mel + 1.0, lips)
+  # Jitted: run op by op, the net compiles every primitive on its own (5x slower).
+  v = models.init_variables(net, 0, mel, lips)
+  a, e = jax.jit(net.apply)(v, mel + 1.0, lips)
   assert a.shape == (3, 16) and e.shape == (3, 16)
   np.testing.assert_allclose(np.linalg.norm(a, axis=-1), 1.0, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(e, axis=-1), 1.0, rtol=1e-5)
@@ -114,9 +115,9 @@ def test_gradients_are_finite_for_an_all_zero_audio_window():
   """Audio windows off a clip's end are zeros; the zero-init biases then give
   a zero embedding, where a norm's gradient would be 0/0."""
   net = models.create("lip_sync", embed_dim=8, width=16)
-  v = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 80, 16, 1)), jnp.zeros((2, 5, 40, 2)))
-  g = jax.grad(lambda p: jnp.sum(net.apply(p, jnp.zeros((2, 80, 16, 1)),
-                                           method="embed_audio")[:, 0]))(v)
+  v = models.init_variables(net, 0, jnp.zeros((2, 80, 16, 1)), jnp.zeros((2, 5, 40, 2)))
+  g = jax.jit(jax.grad(lambda p: jnp.sum(net.apply(p, jnp.zeros((2, 80, 16, 1)),
+                                                   method="embed_audio")[:, 0])))(v)
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(g))
 
 
@@ -130,25 +131,33 @@ def test_pixel_expert_cosine_is_the_in_sync_probability():
   rng = np.random.default_rng(0)
   mel = jnp.asarray(rng.normal(size=(3, 80, 16, 1)), jnp.float32)
   faces = jnp.asarray(rng.uniform(size=(3, 48, 96, 15)), jnp.float32)
-  v = net.init(jax.random.PRNGKey(0), mel, faces)
-  a, e = net.apply(v, mel, faces)
-  cos = np.sum(np.asarray(a) * np.asarray(e), -1)
-  ea = net.apply(v, mel, method="embed_audio")
-  ev = net.apply(v, faces, method="embed_video")
-  p = 1 / (1 + np.exp(-(7.0 * np.sum(np.asarray(ea) * np.asarray(ev), -1) - 2.0)))
+  v = models.init_variables(net, 0, mel, faces)
+
+  @jax.jit  # one program for every call below (op by op, each primitive compiles)
+  def run(v, mel, faces):
+    a, e = net.apply(v, mel, faces)
+    return {"a": a, "e": e,
+            "ea": net.apply(v, mel, method="embed_audio"),
+            "ev": net.apply(v, faces, method="embed_video"),
+            "lips": net.apply(v, faces, method="lips"),
+            "one": net.apply(v, lip_sync_model.gaussian_blur(faces[..., 6:9], 1.0),
+                             method=lambda m, x: m.lip_regressor(x))}
+
+  out = jax.device_get(run(v, mel, faces))
+  a, e, ea, ev = out["a"], out["e"], out["ea"], out["ev"]
+  cos = np.sum(a * e, -1)
+  p = 1 / (1 + np.exp(-(7.0 * np.sum(ea * ev, -1) - 2.0)))
   np.testing.assert_allclose(cos, p, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(e, axis=-1), 1.0, rtol=1e-5)
   # The regressor sees each of the 5 lower halves on its own.
-  lips = net.apply(v, faces, method="lips")
+  lips = out["lips"]
   assert lips.shape == (3, 5, 40, 2)
-  one = net.apply(v, lip_sync_model.gaussian_blur(faces[..., 6:9], 1.0),
-                  method=lambda m, x: m.lip_regressor(x))
-  np.testing.assert_allclose(lips[:, 2], one, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(lips[:, 2], out["one"], rtol=1e-5, atol=1e-6)
   # Its gradient reaches the pixels (what a generator trains through); the
   # regressor's output layer starts at zero, so give it weights first.
   v = jax.tree_util.tree_map(
       lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(1), x.shape), v)
-  g = jax.grad(lambda f: jnp.sum(net.apply(v, mel, f)[1][:, 0]))(faces)
+  g = jax.jit(jax.grad(lambda f: jnp.sum(net.apply(v, mel, f)[1][:, 0])))(faces)
   assert float(jnp.abs(g).sum()) > 0
 
 

@@ -51,6 +51,8 @@ def test_hq192_trains_resumes_exactly_and_exports_its_size(tmp_path):
   first = summary_lib.read_jsonl(str(straight / "metrics.jsonl"))[0]
   assert first["sync"] > 0 and first["lpips"] > 0
   assert s["status"] == "completed"
+  # A finished 1-step run, extended to 2 steps, continues exactly (the
+  # variants' tests resume a killed run instead).
   resumed = tmp_path / "resumed"
   train_lib.train_and_evaluate(hq_config(data, 1), str(resumed))
   assert train_lib.train_and_evaluate(hq_config(data, 2), str(resumed))["resumed_from"] == 1

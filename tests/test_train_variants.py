@@ -203,7 +203,7 @@ def check_memory_grid(wd, data, tmp_path):
     ("au_tcn", {"l1", "sync", "gan_g", "a2au", "disc"}),
 ])
 def test_variant_trains_resumes_exactly_and_runs_inference(dataset, name, expected_parts,
-                                                           tmp_path):
+                                                           tmp_path, killed_after_checkpoint):
   data, _, root = dataset
   # With the discriminator (off in the tiny configs): the fused D step too.
   gan = {"loss.gan": 0.2 if name == "synctalkface" else 0.07}
@@ -217,10 +217,10 @@ def test_variant_trains_resumes_exactly_and_runs_inference(dataset, name, expect
   assert all(np.isfinite(v) for v in first.values())
   assert s["final_eval"]["l1"] > 0
   assert s["mesh"] == {"data": 1, "model": 1} and s["devices"] == 8  # config.mesh_devices
-  # Stop at step 2 (checkpoint), then the same run to 4: identical losses,
-  # so params, optimiser, dropout RNG and data-iterator state all resumed.
-  resumed = root / f"{name}_resumed"
-  train_lib.train_and_evaluate(tiny(name, data, 2, **gan), str(resumed))
+  # The same run killed after its checkpoint at step 2, then rerun: identical
+  # losses, so params, optimiser, dropout RNG and data-iterator state all
+  # resumed (and the killed run's metric lines for steps 3-4 were dropped).
+  resumed = killed_after_checkpoint(straight, root / f"{name}_resumed", 2)
   s2 = train_lib.train_and_evaluate(tiny(name, data, 4, **gan), str(resumed))
   assert s2["resumed_from"] == 2
   assert losses(resumed) == want
