@@ -334,10 +334,10 @@ def score_mouths(pairs: Sequence[dict[str, Any]], crops: dict[str, np.ndarray]
   truth's lip pixels (DIR/heldout/pair<j>/lip_mask.npz), averaged over the
   pairs, and of the input face as a reference ("input": real lips of the
   right colour, shaped for other words); mouth LPIPS: AlexNet LPIPS of the
-  lower halves of the first pair's face crops against the ground truth's; in the mouth region at the video's
-  resolution: PSNR / SSIM / LPIPS, sharpness (`metrics.laplacian_variance`)
-  and colour speckle (`metrics.chroma_noise`, which catches striped mouths
-  that the other scores miss).
+  lower halves of the first pair's face crops against the ground truth's; in
+  the mouth region at the video's resolution: PSNR / SSIM / LPIPS, sharpness
+  (`metrics.laplacian_variance`) and colour speckle (`metrics.chroma_noise`,
+  which catches striped mouths that the other scores miss).
   """
   from lipsync_jax.io import video as video_lib  # pylint: disable=import-outside-toplevel
   from lipsync_jax.evaluation import metrics  # pylint: disable=import-outside-toplevel

@@ -14,7 +14,7 @@ import flax
 
 from lipsync_jax.models import create
 from lipsync_jax.models.attention import AdaIN, CBAM, FFC, ResCBAM
-from lipsync_jax.models.lpips_attnwav2lip import LPIPSAttnWav2Lip
+from lipsync_jax.models.lpips_attnwav2lip import DecoderLevel, LPIPSAttnWav2Lip, UPSAMPLERS
 
 # The real forward/backward passes use a 3-level, 1/8-width model on 16x16
 # faces (S divisible by 2**(levels-1)): compiling the full 5-level graph takes
@@ -103,6 +103,36 @@ def test_default_param_count_matches_recon_table():
   # upstream.md §5.3 RECON breakdown.
   assert parts == {"audio": 2_812_672, "encoder": 7_914_506, "sam": 4_329_984,
                    "decoder": 5_209_672, "out": 99}
+  # Nearest x2 + conv has the transposed conv's 3x3 kernel and bias.
+  resize = create("lpips_attnwav2lip", decoder_upsample="resize")
+  resize_params = jax.eval_shape(resize.init, jax.random.key(0), audio, faces)["params"]
+  assert jax.tree.map(lambda x: x.shape, resize_params) == jax.tree.map(
+      lambda x: x.shape, params)
+
+
+def test_decoder_upsample_resize_draws_no_checkerboard():
+  """A flat input through a decoder level: the stride-2 transposed conv gives
+  the four pixels of each 2x2 block their own kernel taps, a period-2
+  pattern (the dotted mouths of issue 18); nearest x2 + conv keeps it flat.
+  Checked away from the zero-padded border, whose effect spreads inwards."""
+  x = jnp.ones((1, 16, 16, 8))
+  skip = jnp.ones((1, 32, 32, 8))
+  audio = jnp.zeros((1, 16))
+  spread = {}
+  for upsample in UPSAMPLERS:
+    level = DecoderLevel(8, use_adain=False, upsample=upsample)
+    variables = _numpy_init(level, x, skip, audio, seed=3)
+    out = np.asarray(jax.jit(level.apply)(variables, x, skip, audio))[0, 8:-8, 8:-8]
+    phases = out.reshape(8, 2, 8, 2, 8).mean(axis=(0, 2))   # (2, 2, C) phase means
+    spread[upsample] = float(np.ptp(phases.reshape(4, 8), axis=0).max())
+    # Per channel, the only variation is from pixel to pixel within a 2x2 block.
+    assert out.std(axis=(0, 1)).max() <= spread[upsample] + 1e-5
+  assert spread["transpose"] > 1e-2
+  assert spread["resize"] < 1e-5
+  with pytest.raises(ValueError, match="decoder_upsample"):
+    model = create("lpips_attnwav2lip", decoder_upsample="bicubic", **TINY)
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 80, 16, 1)),
+                   jnp.zeros((1, S, S, 6)))
 
 
 def test_eval_shapes_5d_and_4d():
@@ -306,7 +336,7 @@ def test_decoder_adain_before_skip_lets_the_face_colours_through():
     jax.eval_shape(model.init, jax.random.key(0), audio, faces)
 
 
-def test_model_files_keep_the_decoder_adain_they_were_trained_with(tmp_path):
+def test_model_files_keep_the_decoder_options_they_were_trained_with(tmp_path):
   from lipsync_jax import checkpoint
   model = create("lpips_attnwav2lip", **TINY)
   audio, faces = _inputs(1, 1)
@@ -314,10 +344,18 @@ def test_model_files_keep_the_decoder_adain_they_were_trained_with(tmp_path):
   checkpoint.save_model(tmp_path / "new", "lpips_attnwav2lip", TINY, variables)
   loaded = checkpoint.load_model(str(tmp_path / "new"))
   assert loaded.config["decoder_adain"] == "before_skip" == loaded.module.decoder_adain
-  # A file written before the field existed has no entry: it was trained
-  # with AdaIN after the fuse, and is read that way.
+  assert loaded.config["decoder_upsample"] == "transpose" == loaded.module.decoder_upsample
+  # A file written before the fields existed has no entries: it was trained
+  # with AdaIN after the fuse and transposed convs, and is read that way.
   meta_path = tmp_path / "new" / "lipsync_meta.json"
   meta = json.loads(meta_path.read_text())
-  del meta["config"]["decoder_adain"]
+  del meta["config"]["decoder_adain"], meta["config"]["decoder_upsample"]
   meta_path.write_text(json.dumps(meta))
-  assert checkpoint.load_model(str(tmp_path / "new")).module.decoder_adain == "after_fuse"
+  module = checkpoint.load_model(str(tmp_path / "new")).module
+  assert (module.decoder_adain, module.decoder_upsample) == ("after_fuse", "transpose")
+  # A resize model's file says so.
+  resize = create("lpips_attnwav2lip", decoder_upsample="resize", **TINY)
+  checkpoint.save_model(tmp_path / "resize", "lpips_attnwav2lip",
+                        {**TINY, "decoder_upsample": "resize"},
+                        _numpy_init(resize, audio[:, 0], faces[:, 0]))
+  assert checkpoint.load_model(str(tmp_path / "resize")).module.decoder_upsample == "resize"

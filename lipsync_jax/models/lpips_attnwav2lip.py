@@ -38,6 +38,18 @@ Where the decoder's AdaIN sits (`decoder_adain`):
     audio: trained, it drew grey lips with a cyan mouth on faces whose truth
     had red lips (issue 18). Checkpoints written before this field existed
     are read with it (`LEGACY_DEFAULTS`).
+
+How each decoder level doubles its resolution (`decoder_upsample`):
+  "transpose" (default, the RECON table's): ConvT-BN-ReLU k3 s2 p1 op1.
+    A stride-2 transposed conv gives the four pixels of every 2x2 block
+    different kernels, so a flat input comes out as a checkerboard (Odena et
+    al., "Deconvolution and Checkerboard Artifacts", 2016): the initial
+    output is dotted, and a few hundred steps leave the dots where the
+    target keeps changing, the mouth (issue 18: a striped or dotted open
+    mouth on the demo's seed 2).
+  "resize": nearest-neighbour x2, then CBR k3 s1 p1. The same parameter
+    count (a 3x3 kernel and a bias either way) and no checkerboard; the
+    demo uses it (configs/demo.py).
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ from lipsync_jax.models.layers import (ConvBNReLU, ConvTBNReLU, extra_levels, fo
 Dtype = Any
 
 ADAIN_POSITIONS = ("before_skip", "after_fuse")
+UPSAMPLERS = ("transpose", "resize")
 
 
 class EncoderLevel(nn.Module):
@@ -106,7 +119,8 @@ class SemanticAlignment(nn.Module):
 
 
 class DecoderLevel(nn.Module):
-  """ConvT-BN-ReLU x2 upsample, concat skip, CBR, ResCBAM blocks, AdaIN.
+  """x2 upsample (ConvT-BN-ReLU, or nearest + CBR), concat skip, CBR, ResCBAM
+  blocks, AdaIN.
 
   x (N, h, w, C_in), skip (N, 2h, 2w, C_skip), audio (N, D)
   -> (N, 2h, 2w, features).
@@ -117,6 +131,7 @@ class DecoderLevel(nn.Module):
   cbam_kernel: int = 7
   use_adain: bool = True
   adain_position: str = "before_skip"
+  upsample: str = "transpose"
   dtype: Dtype | None = None
 
   @nn.compact
@@ -124,7 +139,13 @@ class DecoderLevel(nn.Module):
                train: bool = False) -> jax.Array:
     adain = (AdaIN(self.features, dtype=self.dtype, name="adain") if self.use_adain
              else None)
-    x = ConvTBNReLU(self.features, dtype=self.dtype, name="up")(x, train)
+    if self.upsample == "resize":
+      n, h, w, c = x.shape   # nearest x2: each pixel becomes a 2x2 block
+      x = jnp.broadcast_to(x[:, :, None, :, None], (n, h, 2, w, 2, c))
+      x = ConvBNReLU(self.features, 3, 1, 1, dtype=self.dtype, name="up")(
+          x.reshape(n, 2 * h, 2 * w, c), train)
+    else:
+      x = ConvTBNReLU(self.features, dtype=self.dtype, name="up")(x, train)
     if adain is not None and self.adain_position == "before_skip":
       x = adain(x, audio)
     x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
@@ -169,11 +190,13 @@ class LPIPSAttnWav2Lip(nn.Module):
   adain_in_sam: bool = True
   adain_in_decoder: bool = True
   decoder_adain: str = "before_skip"
+  decoder_upsample: str = "transpose"
   face_size: int | None = None
 
   # Create() kwargs that model files always store, and the value a file
   # written before the kwarg existed was trained with (model_dir reads it).
-  LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"decoder_adain": "after_fuse"}
+  LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"decoder_adain": "after_fuse",
+                                               "decoder_upsample": "transpose"}
 
   def setup(self):
     widths = self.widths
@@ -182,6 +205,9 @@ class LPIPSAttnWav2Lip(nn.Module):
     if self.decoder_adain not in ADAIN_POSITIONS:
       raise ValueError(f"decoder_adain must be one of {ADAIN_POSITIONS}, "
                        f"got {self.decoder_adain!r}")
+    if self.decoder_upsample not in UPSAMPLERS:
+      raise ValueError(f"decoder_upsample must be one of {UPSAMPLERS}, "
+                       f"got {self.decoder_upsample!r}")
     common = dict(num_res=self.res_blocks, cbam_reduction=self.cbam_reduction,
                   cbam_kernel=self.cbam_kernel, dtype=self.dtype)
     self.audio_encoder = AudioEncoder(self.width_multiplier, dtype=self.dtype)
@@ -190,7 +216,8 @@ class LPIPSAttnWav2Lip(nn.Module):
     self.sam = SemanticAlignment(widths[-1], self.num_ffc, self.ffc_ratio,
                                  self.adain_in_sam, self.dtype)
     self.decoder = [DecoderLevel(w, use_adain=self.adain_in_decoder,
-                                 adain_position=self.decoder_adain, **common)
+                                 adain_position=self.decoder_adain,
+                                 upsample=self.decoder_upsample, **common)
                     for w in widths[:-1]]
     self.out = nn.Conv(3, (1, 1), dtype=self.dtype)
 
