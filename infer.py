@@ -1,15 +1,28 @@
 #!/usr/bin/env python
 """Lip-sync a face video or photo to speech.
 
+    python infer.py --face FACE --audio AUDIO --outfile OUT.mp4
     python infer.py --checkpoint CKPT --face FACE --audio AUDIO --outfile OUT.mp4
     python infer.py --checkpoint CKPT --jobs jobs.csv [--report report.json]
 
-CKPT is an exported model directory, a training workdir or an upstream
+With no --checkpoint (or `--checkpoint builtin`) the two-stage model shipped
+in the package runs (docs/two_stage.md). CKPT is otherwise an exported model
+directory, a two-stage model directory, a training workdir or an upstream
 PyTorch .pth, or an ONNX file from `python -m lipsync_jax.export`, which runs
 with onnxruntime (`--backend`). FACE is a video or a still image (.png/.jpg/...); AUDIO is any
 file ffmpeg reads (wav, mp3, the audio of an mp4, ...). In batch mode every
 row `face,audio,outfile` of the CSV (relative paths are relative to the CSV)
 is run with the same compiled model; failing rows are reported and skipped.
+
+With --stream the audio is read at real-time pace, from a file or as raw
+s16le 16 kHz PCM from standard input (`--stream-input -`), and every frame is
+written as soon as it is made: to a fragmented mp4, or with `--outfile -` to
+standard output as raw bgr24 frames. Latency, frame rate and dropped frames
+are printed at the end (docs/realtime.md).
+
+    python infer.py --stream --checkpoint CKPT --face FACE --audio AUDIO --outfile OUT.mp4
+    arecord -f S16_LE -r 16000 -c 1 | python infer.py --stream --checkpoint CKPT \
+        --face FACE --stream-input - --outfile - | ffplay -f rawvideo ...
 
 Exit status: 0 on success, 1 when some batch jobs failed, 2 on bad input.
 """
@@ -17,6 +30,7 @@ Exit status: 0 on success, 1 when some batch jobs failed, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,11 +38,14 @@ import sys
 from lipsync_jax.io import files
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(
       description="Lip-sync a face video or photo to speech (JAX Wav2Lip, LPIPS-AttnWav2Lip, SyncTalkFace, au_tcn).")
-  p.add_argument("--checkpoint", required=True,
-                 help="exported model dir, training workdir or upstream .pth")
+  p.add_argument("--checkpoint", default="builtin",
+                 help="exported model dir, training workdir, upstream .pth, .onnx, a "
+                      "two-stage model dir, or builtin (default: the two-stage model "
+                      "shipped in the package)")
   p.add_argument("--face", help="face video or still image")
   p.add_argument("--audio", help="speech: any file ffmpeg reads")
   p.add_argument("--outfile", help="output video (.mp4)")
@@ -64,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
                  help="do not read or write the caches: face boxes and compiled programs "
                       "(under $LIPSYNC_CACHE_DIR, default ~/.cache/lipsync_jax)")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
+  s = p.add_argument_group("real time (--stream)")
+  s.add_argument("--stream", action="store_true",
+                 help="stream: audio at real-time pace in, each frame out as it is made "
+                      "(--batch-size defaults to 1)")
+  s.add_argument("--stream-input", metavar="SRC",
+                 help="the audio to stream: a file (read at real-time pace) or - for raw "
+                      "s16le PCM on standard input (default: --audio)")
+  s.add_argument("--stream-rate", type=int, default=16000,
+                 help="sample rate of the raw PCM on standard input (must be 16000)")
+  s.add_argument("--stream-channels", type=int, default=1,
+                 help="channels of the raw PCM on standard input (averaged)")
+  s.add_argument("--chunk-ms", type=float, default=20.0,
+                 help="audio chunk size, as a microphone delivers it (default 20 ms)")
+  s.add_argument("--pace", type=float, default=1.0,
+                 help="speed of reading an audio file, x real time (0: as fast as it goes)")
+  s.add_argument("--max-latency", type=float, default=0.4,
+                 help="seconds from audio to frame after which a frame is dropped rather "
+                      "than shown late (default 0.4)")
   return p
 
 
@@ -94,8 +129,14 @@ def _backend(args) -> str:
 
 
 def _quick_check(args) -> str | None:
-  """The cheapest input errors (the full checks are `inference.prepare`)."""
-  if not os.path.exists(args.checkpoint):
+  """The cheapest input errors (the full checks are `inference.prepare` and,
+  for --stream, `_stream_check`)."""
+  if args.checkpoint == "builtin":
+    from lipsync_jax import two_stage  # pylint: disable=import-outside-toplevel
+    if not two_stage.is_two_stage(two_stage.builtin_path()):
+      return (f"the built-in model is missing from this install "
+              f"({two_stage.builtin_path()}); pass --checkpoint")
+  elif not os.path.exists(args.checkpoint):
     return f"checkpoint not found: {args.checkpoint}"
   is_onnx = os.path.isfile(args.checkpoint) and args.checkpoint.lower().endswith(".onnx")
   if _backend(args) == "onnxruntime" and not is_onnx:
@@ -110,21 +151,138 @@ def _quick_check(args) -> str | None:
   if args.jobs is not None:
     return None if os.path.isfile(args.jobs) else f"jobs file not found: {args.jobs}"
   for what, path in (("face", args.face), ("audio", args.audio)):
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not (args.stream and path == "-"):
       return f"{what} file not found: {path}"
   folder = os.path.dirname(os.path.abspath(args.outfile))
-  if not os.path.isdir(folder):
+  if args.outfile != "-" and not os.path.isdir(folder):
     return f"output folder does not exist: {folder}"
   return None
+
+
+def _stream_check(args) -> str | None:
+  """--stream's own argument errors."""
+  if args.jobs is not None:
+    return "--stream takes one --face and its audio, not --jobs"
+  if args.stream_rate != 16000:
+    return (f"--stream-rate {args.stream_rate}: the stream takes 16000 Hz PCM "
+            "(resample it first, e.g. ffmpeg ... -ar 16000 -ac 1 -f s16le -)")
+  for flag, value, ok in (("--stream-channels", args.stream_channels, args.stream_channels >= 1),
+                          ("--chunk-ms", args.chunk_ms, args.chunk_ms > 0),
+                          ("--pace", args.pace, args.pace >= 0),
+                          ("--max-latency", args.max_latency, args.max_latency > 0)):
+    if not ok:
+      return f"{flag} must be {'>= 1' if flag == '--stream-channels' else '> 0'}, got {value}"
+  return None
+
+
+def _options(args, batch_size: int):
+  """`InferenceOptions` from the flags (`batch_size` when --batch-size is not given)."""
+  from lipsync_jax import inference
+  return inference.InferenceOptions(
+      pads=tuple(args.pads), resize_factor=args.resize_factor, nosmooth=args.nosmooth,
+      box=tuple(args.box) if args.box else None, fps=args.fps,
+      batch_size=batch_size if args.batch_size is None else args.batch_size,
+      static=args.static, hard_paste=args.hard_paste, detector=args.detector,
+      box_cache=not args.no_cache, cache_dir=args.cache_dir)
+
+
+def _load_syncer(args, options, make_syncer=None):
+  """The generator of --checkpoint on its backend; a --face-size other than
+  the checkpoint's is a one-line error."""
+  from lipsync_jax import inference
+  if not args.no_cache:
+    from lipsync_jax import cache  # the second run with this model skips compilation
+    cache.enable_compilation_cache()
+  if _backend(args) == "onnxruntime":
+    syncer = inference.LipSyncer.from_onnx(args.checkpoint, options, spinning=not args.stream)
+    if args.batch_size not in (None, syncer.batch_size):
+      print(f"note: {args.checkpoint} runs batches of {syncer.batch_size} "
+            f"(--batch-size {args.batch_size} ignored)", file=sys.stderr)
+  else:
+    syncer = (make_syncer or inference.load_syncer)(args.checkpoint, options)
+  if args.face_size is not None and args.face_size != syncer.face_size:
+    raise inference.InferenceError(f"{args.checkpoint} generates {syncer.face_size} px faces, "
+                                   f"not the {args.face_size} px of --face-size")
+  return syncer
+
+
+def _stream_main(args, make_syncer=None) -> int:
+  """infer.py --stream (see the module docstring)."""
+  from lipsync_jax import inference
+  from lipsync_jax.inference import stream as stream_lib
+  from lipsync_jax.io import audio as audio_lib
+  from lipsync_jax.io import video as video_lib
+  raw = args.outfile == "-"
+  log = sys.stderr if raw else sys.stdout  # stdout may carry the frames
+  chunk = max(1, round(args.chunk_ms / 1000 * audio_lib.SAMPLE_RATE))
+  writer = None
+  if args.audio == "-":
+    chunks, pace, channels = (stream_lib.pcm_chunks(sys.stdin.buffer, chunk, args.stream_channels),
+                              0.0, args.stream_channels)
+  else:
+    wav = audio_lib.load_audio(args.audio)
+    chunks, pace, channels = stream_lib.wav_chunks(wav, chunk), args.pace, 1
+  if not raw:
+    inference.check_output_path(args.outfile, (args.face, args.audio))
+  syncer = _load_syncer(args, _options(args, batch_size=1), make_syncer)
+  session = syncer.stream(args.face, channels=channels)  # a face without a face fails here
+  try:
+    for note in session.notes:
+      print(f"note: {note}", file=sys.stderr)
+    if raw:
+      print(f"raw bgr24 frames, {session.width}x{session.height} at {session.fps:g} fps, "
+            "on standard output", file=sys.stderr)
+    else:
+      writer = video_lib.VideoWriter(args.outfile, session.fps, session.width, session.height,
+                                     audio=(None, audio_lib.SAMPLE_RATE), fragmented=True)
+    rt = session.realtime(max_latency=args.max_latency).start()
+    feeder = stream_lib.Feeder(rt, chunks, pace)
+    feeder.start()
+
+    def write_all():
+      for frame in rt.frames():
+        if raw:
+          sys.stdout.buffer.write(frame.image.tobytes())
+          sys.stdout.buffer.flush()
+        else:
+          writer.write(frame.image, audio=frame.audio)
+
+    try:
+      write_all()
+    except KeyboardInterrupt:  # the end of a live stream: finish what is queued
+      feeder.stop()
+      write_all()
+    feeder.join()
+    if feeder.error is not None:
+      raise feeder.error
+    if writer is not None:
+      writer.close()
+  except BaseException:
+    if writer is not None:
+      writer.abort()
+    raise
+  finally:
+    session.close()
+  stats = rt.stats()
+  print(f"{args.outfile if not raw else 'stdout'}: {stats.summary()}", file=log)
+  if args.report:
+    _write_json(args.report, {"fps": session.fps, "width": session.width,
+                              "height": session.height, **dataclasses.asdict(stats)})
+  return 0
 
 
 def main(argv: list[str] | None = None, make_syncer=None) -> int:
   """CLI entry point; returns the exit status.
 
-  `make_syncer(checkpoint, options)` replaces `LipSyncer.from_checkpoint`
+  `make_syncer(checkpoint, options)` replaces `inference.load_syncer`
   (tests pass one that reuses an already compiled model).
   """
-  args = _parser().parse_args(argv)
+  args = build_parser().parse_args(argv)
+  if args.stream and args.stream_input is not None:
+    args.audio = args.stream_input
+  if args.stream and (problem := _stream_check(args)):
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
   batch = args.jobs is not None
   if batch and any(v is not None for v in (args.face, args.audio, args.outfile)):
     print("error: use either --jobs or --face/--audio/--outfile, not both", file=sys.stderr)
@@ -140,32 +298,16 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     return 2
 
   try:
+    if args.stream:
+      return _stream_main(args, make_syncer)
     from lipsync_jax import inference
-    options = inference.InferenceOptions(
-        pads=tuple(args.pads), resize_factor=args.resize_factor, nosmooth=args.nosmooth,
-        box=tuple(args.box) if args.box else None, fps=args.fps,
-        batch_size=64 if args.batch_size is None else args.batch_size,
-        static=args.static, hard_paste=args.hard_paste, detector=args.detector,
-        box_cache=not args.no_cache, cache_dir=args.cache_dir)
+    options = _options(args, batch_size=64)
     if batch:
       jobs = inference.open_jobs(args.jobs)
     else:
       # Input checks first, so bad input fails before the model is loaded.
       job = inference.prepare(args.face, args.audio, args.outfile, options)
-    if not args.no_cache:
-      from lipsync_jax import cache  # the second run with this model skips compilation
-      cache.enable_compilation_cache()
-    if _backend(args) == "onnxruntime":
-      syncer = inference.LipSyncer.from_onnx(args.checkpoint, options)
-      if args.batch_size not in (None, syncer.batch_size):
-        print(f"note: {args.checkpoint} runs batches of {syncer.batch_size} "
-              f"(--batch-size {args.batch_size} ignored)", file=sys.stderr)
-    else:
-      syncer = (make_syncer or inference.LipSyncer.from_checkpoint)(args.checkpoint, options)
-    if args.face_size is not None and args.face_size != syncer.face_size:
-      print(f"error: {args.checkpoint} generates {syncer.face_size} px faces, "
-            f"not the {args.face_size} px of --face-size", file=sys.stderr)
-      return 2
+    syncer = _load_syncer(args, options, make_syncer)
     if not batch:
       report = syncer.run_prepared(job)
       print(_summary(report))

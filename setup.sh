@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-command setup for a fresh machine: creates ./.venv and installs
 # lipsync-jax with its test tools, onnx + onnxruntime (ONNX export and
-# infer.py --backend onnxruntime) and the CPU build of PyTorch (used only for
-# .pth checkpoint import and the PyTorch comparisons).
+# infer.py --backend onnxruntime), mkdocs-material (the docs site: `mkdocs
+# build --strict`) and the CPU build of PyTorch (used only for .pth checkpoint
+# import and the PyTorch comparisons).
 #
 #   bash setup.sh                      # Python from $PYTHON or python3
 #   TORCH_SPEC=none bash setup.sh      # skip PyTorch
@@ -19,9 +20,9 @@ VENV="${VENV:-.venv}"
 # work in half the time. The .pyc files matter: with PYTHONDONTWRITEBYTECODE
 # set, as on our CI machines, nothing would ever cache them.
 if [ "$TORCH_SPEC" = "none" ]; then
-  "$VENV/bin/python" -m pip install -q --no-compile -e ".[dev,onnx]"
+  "$VENV/bin/python" -m pip install -q --no-compile -e ".[dev,onnx,docs]"
 else
-  "$VENV/bin/python" -m pip install -q --no-compile "$TORCH_SPEC" -e ".[dev,onnx,torch]"
+  "$VENV/bin/python" -m pip install -q --no-compile "$TORCH_SPEC" -e ".[dev,onnx,docs,torch]"
 fi
 # MediaPipe's wheel carries the BlazeFace face-detector weights (.tflite) that
 # our default detector runs under ai-edge-litert. We never import mediapipe, and

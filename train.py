@@ -22,14 +22,23 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "training config file, e.g. configs/syncnet.py or "
-    "configs/syncnet.py:tiny", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
-_CACHE = flags.DEFINE_bool(
-    "cache", True, "JAX's persistent compilation cache under $LIPSYNC_CACHE_DIR (default "
-    "~/.cache/lipsync_jax/xla): a rerun or resume skips XLA compilation; --nocache: off")
-flags.mark_flags_as_required(["config", "workdir"])
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
+  """The command line's flags on `flag_values` (tests/test_docs.py parses the
+  documented commands with a fresh `flags.FlagValues()`); returns their holders."""
+  config = config_flags.DEFINE_config_file(
+      "config", None, "training config file, e.g. configs/syncnet.py or "
+      "configs/syncnet.py:tiny", lock_config=True, flag_values=flag_values)
+  workdir = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)",
+                                flag_values=flag_values)
+  use_cache = flags.DEFINE_bool(
+      "cache", True, "JAX's persistent compilation cache under $LIPSYNC_CACHE_DIR (default "
+      "~/.cache/lipsync_jax/xla): a rerun or resume skips XLA compilation; --nocache: off",
+      flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+  return config, workdir, use_cache
+
+
+_CONFIG, _WORKDIR, _CACHE = define_flags()
 
 
 def main(argv: list[str]) -> None:

@@ -177,7 +177,8 @@ def markdown(rows: list[dict], title: str) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--shared", default=str(
       pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -187,7 +188,11 @@ def main(argv=None) -> int:
   ap.add_argument("--silence-db", type=float, default=30.0)
   ap.add_argument("--only", default="", help="comma list of groups")
   ap.add_argument("--out", default="/tmp/au_proxy_report.json")
-  args = ap.parse_args(argv)
+  return ap
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
 
   root = pathlib.Path(args.shared) / "data" / "real" / "av"
   if not root.is_dir():

@@ -94,13 +94,18 @@ def time_layer(x_shape, k_shape, strides, padding) -> tuple[list[float], list[fl
   return jax_t, torch_t
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--arch", default="wav2lip")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--frames", type=int, default=5)
   p.add_argument("--top", type=int, default=0, help="only the N heaviest shapes (0: all)")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  a = build_parser().parse_args(argv)
   try:
     import torch
   except ImportError:

@@ -134,7 +134,8 @@ def bench_loader(data_dir: pathlib.Path, batches: int) -> None:
         "(generator, 5 target + 5 reference frames each)")
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shared", default=str(
       pathlib.Path(__file__).resolve().parents[2] / "shared"))
@@ -145,7 +146,11 @@ def main() -> int:
   p.add_argument("--loader-batches", type=int, default=20)
   p.add_argument("--skip-preprocess", action="store_true",
                  help="reuse the dataset in --out")
-  a = p.parse_args()
+  return p
+
+
+def main() -> int:
+  a = build_parser().parse_args()
   av = pathlib.Path(a.shared) / "data" / "real" / "av"
   if not av.is_dir():
     print(f"error: no clips at {av}", file=sys.stderr)

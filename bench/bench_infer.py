@@ -318,39 +318,49 @@ def bench_still(syncer, iters: int, quick: bool) -> dict[str, Any]:
   return res
 
 
+def three_backends(module, variables, arch: str, batch_size: int, tmp: str,
+                   calibration_frames: int = 64, spinning: bool = True, **options):
+  """(XLA, onnxruntime, onnxruntime INT8) `LipSyncer`s of one generator at
+  `batch_size` (the ONNX files written in `tmp`). The INT8 file is speed
+  only (the weights are a fill, not a trained generator; quality is judged
+  by `python -m lipsync_jax.export --int8`), quantised from the sub-pixel
+  form (faster under INT8), calibrated on `calibration_frames` faces of the
+  HDTF clip. `spinning`: of the onnxruntime sessions (`export.session`).
+  `options`: `InferenceOptions` fields for all three."""
+  from lipsync_jax import export
+  from lipsync_jax.export import int8
+  from lipsync_jax.inference import LipSyncer
+  options.setdefault("cache_dir", os.path.join(tmp, "cache"))
+  xla = LipSyncer(module, variables, arch=arch, batch_size=batch_size, **options)
+  n = xla.batch_size
+  t = time.perf_counter()
+  rep = export.export_onnx(module, variables, arch, os.path.join(tmp, "g.onnx"),
+                           batch_size=n, log=lambda m: None)
+  print(f"  {arch}: exported in {time.perf_counter() - t:.1f} s, {rep.nodes} nodes, "
+        f"relative error {rep.relative_error:.1e}, max abs {rep.max_abs_error:.1e}")
+  ort = LipSyncer.from_onnx(rep.path, spinning=spinning, **options)
+  t = time.perf_counter()
+  q_path, sub_path = os.path.join(tmp, "g.int8.onnx"), os.path.join(tmp, "sub.onnx")
+  pathlib.Path(sub_path).write_bytes(export.generator_onnx(
+      module, variables, arch, n, transposed_convs="subpixel").SerializeToString())
+  int8.quantize(sub_path, q_path, int8.face_batches(
+      [SHARED / CLIPS["512x512 HDTF"]], 96, n, max_batches=max(2, calibration_frames // n)))
+  print(f"  {arch}: quantised to INT8 in {time.perf_counter() - t:.1f} s")
+  return xla, ort, LipSyncer.from_onnx(q_path, spinning=spinning, **options)
+
+
 def bench_backends(batch_size: int, iters: int, quick: bool) -> list[dict[str, Any]]:
   """One interleaved run per model: the generator alone and end to end (the
   224x224 clip, boxes cached) under XLA, under onnxruntime on our export, and
   PyTorch eager's generator (Wav2Lip only), with the load average."""
   import numpy as np
-  from lipsync_jax import export
-  from lipsync_jax.export import int8
-  from lipsync_jax.inference import LipSyncer
   clip = SHARED / CLIPS["224x224 VoxCeleb2"]
   rows = []
   for arch in ("wav2lip", "lpips_attnwav2lip"):
     module, variables, source = _weights(arch=arch)
     with tempfile.TemporaryDirectory() as tmp:
-      xla = LipSyncer(module, variables, arch=arch, batch_size=batch_size,
-                      cache_dir=os.path.join(tmp, "cache"))
+      xla, ort, ort8 = three_backends(module, variables, arch, batch_size, tmp)
       n = xla.batch_size
-      t = time.perf_counter()
-      rep = export.export_onnx(module, variables, arch, os.path.join(tmp, "g.onnx"),
-                               batch_size=n, log=lambda m: None)
-      print(f"  {arch}: exported in {time.perf_counter() - t:.1f} s, {rep.nodes} nodes, "
-            f"relative error {rep.relative_error:.1e}, max abs {rep.max_abs_error:.1e}")
-      ort = LipSyncer.from_onnx(rep.path, cache_dir=os.path.join(tmp, "cache"))
-      # INT8 (speed only: these weights are a fill, not a trained generator;
-      # quality is judged by `python -m lipsync_jax.export --int8`),
-      # calibrated on the other clip's faces.
-      t = time.perf_counter()
-      q_path, sub_path = os.path.join(tmp, "g.int8.onnx"), os.path.join(tmp, "sub.onnx")
-      pathlib.Path(sub_path).write_bytes(export.generator_onnx(
-          module, variables, arch, n, transposed_convs="subpixel").SerializeToString())
-      int8.quantize(sub_path, q_path, int8.face_batches(
-          [SHARED / CLIPS["512x512 HDTF"]], 96, n, max_batches=2))
-      print(f"  {arch}: quantised to INT8 in {time.perf_counter() - t:.1f} s")
-      ort8 = LipSyncer.from_onnx(q_path, cache_dir=os.path.join(tmp, "cache"))
       rng = np.random.default_rng(0)
       mel = np.clip(rng.normal(0, 1.5, (n, 80, 16, 1)), -4, 4).astype(np.float32)
       crops = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
@@ -498,7 +508,8 @@ def bench_warm(batch_size: int) -> list[dict[str, Any]]:
   return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--only", default="e2e,gen,long,still,backends,mem,warm",
                  help="comma list of e2e,gen,long,still,backends,mem,warm")
@@ -510,7 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                  help="generator width for the memory runs (1.0 = full Wav2Lip; smaller "
                       "is faster and shows the same growth, or its absence)")
   p.add_argument("--worker-mem", type=float, help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
   if args.worker_mem is not None:
     print(json.dumps(mem_worker(args.worker_mem, args.batch_size, args.mem_width)))
     return 0

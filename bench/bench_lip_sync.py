@@ -16,6 +16,8 @@ Scorers, in one run on the same clips and crops:
 * `lip_sync`: the landmark expert (FaceMesh lips + mel), padding "exclude";
 * `gap_xcorr`: no learning: the correlation of the FaceMesh inner-lip gap
   with the audio energy at the frame's centre, best lag over +-15;
+* `energy_judge`: no learning: `evaluate`'s judge, the correlation of the
+  frame-to-frame changes of the gap and of the log-RMS energy, over +-8;
 * `syncnet_color` (with `--syncnet CKPT`): a pixel expert, for comparison.
 
 Also prints in-sync vs off-sync pair accuracy on the same clips (one in-sync
@@ -59,7 +61,19 @@ def gap_xcorr_offset(clip, wav) -> int:
   return best
 
 
-def main(argv=None) -> int:
+def energy_judge_offset(clip, wav) -> int:
+  """The energy judge's best lag (`evaluation.energy_judge`); 99 (a miss at
+  every shift) where it cannot measure the clip."""
+  from lipsync_jax.evaluation import energy_judge
+  try:
+    return energy_judge.lip_energy_lag(clip.lips, clip.valid, wav, clip.first_frame,
+                                       clip.fps).best_lag
+  except energy_judge.JudgeError:
+    return 99
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--videos", default=str(pathlib.Path(__file__).resolve().parents[2]
                                          / "shared" / "data" / "real" / "av"))
@@ -67,7 +81,11 @@ def main(argv=None) -> int:
   p.add_argument("--cache", default=os.path.expanduser("~/.cache/lipsync_jax/lip_tracks"))
   p.add_argument("--all-clips", action="store_true",
                  help="also score the clips of training speakers (marked *)")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  a = build_parser().parse_args(argv)
 
   from lipsync_jax import checkpoint
   from lipsync_jax.evaluation import metrics
@@ -99,6 +117,7 @@ def main(argv=None) -> int:
       "lip_sync (zeros)": lip_sync_lib.model_offset_fn(loaded.module, loaded.variables,
                                                        "zeros", normalise),
       "gap_xcorr": gap_xcorr_offset,
+      "energy_judge": energy_judge_offset,
   }
   results = {name: lip_sync_lib.offset_recovery(fn, scored, SHIFTS)
              for name, fn in scorers.items()}

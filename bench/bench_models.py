@@ -359,7 +359,8 @@ def _table(results: dict[str, dict[str, dict]]) -> str:
   return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--quick", action="store_true", help="tiny iteration counts (smoke test)")
   p.add_argument("--only", default=",".join(BENCHES),
@@ -371,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--worker", nargs=2, metavar=("BENCH", "FRAMEWORK"), help=argparse.SUPPRESS)
   p.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
   p.add_argument("--iters", type=int, default=3, help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
 
   if args.worker:
     bench, framework = args.worker

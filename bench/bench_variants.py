@@ -125,7 +125,8 @@ def evaluate(model: pathlib.Path, data: pathlib.Path, expert: pathlib.Path,
   return json.loads(rep_path.read_text())
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shared", default=str(ROOT.parent / "shared"))
   p.add_argument("--workdir", default="/tmp/bench_variants")
@@ -138,7 +139,11 @@ def main(argv=None) -> int:
   p.add_argument("--expert-steps", type=int, default=400)
   p.add_argument("--au-steps", type=int, default=300)
   p.add_argument("--seed", type=int, default=0)
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  a = build_parser().parse_args(argv)
   shared = pathlib.Path(a.shared)
   if not (shared / "data/real/av").is_dir():
     print(f"error: {shared}/data/real/av not found (pass --shared)", file=sys.stderr)

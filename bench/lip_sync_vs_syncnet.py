@@ -29,10 +29,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 VIDEOS = ("before", "after", "ground_truth")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--demo", required=True, help="a finished demo workdir")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  a = build_parser().parse_args(argv)
   import scipy.stats
   from lipsync_jax.io import audio as audio_lib
   from lipsync_jax.evaluation import metrics

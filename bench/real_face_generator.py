@@ -162,7 +162,8 @@ def initial_model(path: pathlib.Path, face_size: int = 96) -> pathlib.Path:
   return path
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--expert", default="builtin",
                  help="'builtin' (the shipped landmark expert) or a configs/lip_sync.py "
@@ -174,7 +175,11 @@ def main(argv=None) -> int:
                  help="the generator's (and the prepared crops') face size")
   p.add_argument("--runs", default="sync-on,sync-off",
                  help="comma-separated generators to train: sync-on, sync-off")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  a = build_parser().parse_args(argv)
   wanted = [r.strip() for r in a.runs.split(",") if r.strip()]
   if not wanted or set(wanted) - set(RUNS):
     p.error(f"--runs takes a comma-separated subset of {', '.join(RUNS)}, got {a.runs!r}")

@@ -22,7 +22,8 @@ from lipsync_jax.data import au_store  # pylint: disable=g-import-not-at-top,wro
 from lipsync_jax.data import format as fmt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--data", required=True, help="dataset folder (data_prep/preprocess.py)")
   p.add_argument("--source", choices=("facemesh", "openface"), default="facemesh")
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
                  help="AU numbers (default 10 14 20 25 26)")
   p.add_argument("--overwrite", action="store_true", help="relabel labelled clips")
   p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  a = build_parser().parse_args(argv)
   try:
     n = len(fmt.load_index(a.data).clips)
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top

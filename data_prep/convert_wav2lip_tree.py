@@ -18,7 +18,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from lipsync_jax.data import wav2lip_tree  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--root", required=True)
   p.add_argument("--filelists", required=True)
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--codec", choices=("jpeg", "png", "raw"), default="jpeg")
   p.add_argument("--clips-per-shard", type=int, default=256)
   p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  a = build_parser().parse_args(argv)
   try:
     report = wav2lip_tree.convert(a.root, a.filelists, a.output, a.img_size,
                                   a.codec, a.clips_per_shard,

@@ -21,7 +21,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from lipsync_jax.data import preprocess_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--input", required=True, help="folder of raw videos")
   p.add_argument("--output", required=True, help="dataset folder")
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--retry-failed", action="store_true",
                  help="reprocess clips that failed in an earlier run")
   p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  a = build_parser().parse_args(argv)
   cfg = preprocess_lib.PrepConfig(
       img_size=a.img_size, pads=tuple(a.pads), detector=a.detector,
       codec=a.codec, min_frames=a.min_frames, split_by=a.split_by,

@@ -323,7 +323,8 @@ def load_torch_checkpoint(path: str, unsafe_pickle: bool = False) -> Mapping[str
     raise ConversionError(f"cannot read {path} with torch.load: {reason}{hint}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   parser = argparse.ArgumentParser(
       prog="python -m lipsync_jax.convert",
       description="Convert an upstream PyTorch Wav2Lip checkpoint (.pth) into a "
@@ -335,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--unsafe-pickle", action="store_true",
                       help="allow torch.load to unpickle arbitrary objects (only for "
                            "trusted files that weights_only loading rejects)")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
   try:
     raw = load_torch_checkpoint(args.input, unsafe_pickle=args.unsafe_pickle)
     arch = args.arch or infer_arch(raw)

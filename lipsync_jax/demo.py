@@ -14,6 +14,9 @@ Offline and on CPU, from installed packages only:
 2. prepare     DIR/raw -> DIR/data with `data_prep` (real detector, packed
                ArrayRecord format); splits: train = identities 0-2, val =
                identity 3.
+   estimate    time a few steps of each training stage with its own config and
+               data, and print the whole run's estimated time on this machine,
+               named (`estimate`; the summary puts it beside the actual time).
 3. expert      train the SyncNet (configs/demo.py:syncnet) -> DIR/expert.
 4. generator   train LPIPS-AttnWav2Lip against it (configs/demo.py:generator)
                -> DIR/generator.
@@ -21,8 +24,10 @@ Offline and on CPU, from installed packages only:
                pipeline, with the initial (untrained) and the trained weights.
 6. evaluate    LSE-D / LSE-C (our expert as scorer) of before, after and the
                ground truth, with the evaluation code; then (stage "mouth")
-               the lip colour on the truth's lip pixels and the mouth-crop
-               LPIPS against the truth, before and after.
+               the lip colour on the truth's lip pixels (the mean-colour
+               distance, target <= 15, with the input face's own lips as the
+               reference) and the mouth-crop LPIPS against the truth, before
+               and after.
 7. report      DIR/demo.mp4 (input | output | ground truth, with the audio),
                DIR/report/ (loss curves, mouth-crop grid), DIR/demo_summary.json
                (with the machine and each training stage's seconds a step)
@@ -53,8 +58,12 @@ from lipsync_jax import machine
 IDENTITIES = 4
 FACE_SIZES = (96, 192, 256)  # --face-size: the generator's (and the data's) faces
 HELDOUT_IDENTITY = 3
-STAGES = ("synthesize", "prepare", "expert", "generator", "lipsync", "evaluate", "mouth",
-          "report")
+# The demo's lip-colour target: the trained mouth's mean colour on the
+# truth's lip pixels within this Lab distance of the truth's (the input
+# face's own lips, real lips shaped for other words, are the reference).
+LIP_COLOUR_TARGET = 15.0
+STAGES = ("synthesize", "prepare", "estimate", "expert", "generator", "lipsync", "evaluate",
+          "mouth", "report")
 
 
 class DemoError(ValueError):
@@ -215,12 +224,10 @@ def _generator_config(spec: DemoSpec, face_size: int = 96):
   return config
 
 
-def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
-          progress: bool = True, face_size: int = 96) -> dict[str, Any]:
-  """Runs `train_lib.train_and_evaluate` with the demo config of `phase`
-  (the generator at `face_size`; the expert takes any size)."""
+def _train_config(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
+                  progress: bool = True, face_size: int = 96):
+  """The config `train` runs for `phase` ("syncnet" or "generator")."""
   import jax  # pylint: disable=import-outside-toplevel
-  from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
   config = (_generator_config(spec, face_size) if phase == "generator"
             else load_config(phase + ("_quick" if spec.quick else "")))
   config.data_dir = str(workdir / "data")
@@ -232,6 +239,15 @@ def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
   config.batch_size = -(-int(config.batch_size) // data_devices) * data_devices
   if phase == "generator":
     config.syncnet_checkpoint = str(workdir / "expert" / "model")
+  return config
+
+
+def train(workdir: pathlib.Path, phase: str, spec: DemoSpec, seed: int,
+          progress: bool = True, face_size: int = 96) -> dict[str, Any]:
+  """Runs `train_lib.train_and_evaluate` with the demo config of `phase`
+  (the generator at `face_size`; the expert takes any size)."""
+  from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
+  config = _train_config(workdir, phase, spec, seed, progress, face_size)
   out = workdir / ("expert" if phase == "syncnet" else "generator")
   summary = train_lib.train_and_evaluate(config, str(out))
   if summary["status"] != "completed":
@@ -260,6 +276,151 @@ def initial_generator(workdir: pathlib.Path, spec: DemoSpec, seed: int,
     checkpoint.save_model(str(path), config.model.arch, kwargs,
                           jax.device_get(dict(variables)), extra_meta={"step": 0})
   return path
+
+
+# -----------------------------------------------------------------------------
+# The time estimate, before training.
+# -----------------------------------------------------------------------------
+
+PROBE_STEPS = 3  # timed steps of each training stage, after the one that compiles
+# The stages after training (lipsync, evaluate, mouth, report) are not
+# probed: they take a fixed part (mostly compiling the inference generator
+# and the scorers) and a part a held-out pair, fitted to two runs on the
+# reference machine, a 2-core AMD EPYC with AVX-512: the full demo of
+# 2026-12-03 (45.4 s for its 3 pairs, idle) and a quick demo of 2026-12-04
+# (94.8 s for its 1 pair, cold compilation cache, beside other jobs that
+# slowed its training steps 1.9-3.1x; about 38 s idle). They are scaled to
+# this machine by the ratio of the expert's probed step to that machine's
+# (0.355 s a step, the demo config).
+_REF_AFTER_TRAINING_S = (34.0, 3.7)   # fixed, a pair
+_REF_EXPERT_STEP_S = 0.355
+# With JAX's persistent compilation cache on (the default), the training
+# stages load the steps the probe compiled instead of compiling them again
+# (measured: a 14-24 s expert step compile loads in 1-4 s).
+_CACHED_LOAD_S = 2.0
+# A checkpoint: orbax's save of the state beside the exported model.
+_SAVE_S = 1.0
+
+
+def _median(values: Sequence[float]) -> float:
+  return float(np.median(np.asarray(values, np.float64)))
+
+
+def probe_training(config, expert_out: pathlib.Path | None = None) -> dict[str, float]:
+  """Times a few steps of one training stage with its own config, data and
+  jitted step (what `train_lib.train_and_evaluate` builds).
+
+  Returns seconds: `setup` (loaders, models, optimiser), `compile` (the first
+  step beyond a compiled one), `step` (median of `PROBE_STEPS` compiled
+  steps, data already loaded), `eval_compile`, `eval_batch` (one compiled val
+  batch) and `export` (writing the model directory, a stand-in for a
+  checkpoint). The probed model is written to `expert_out` if given: the
+  initial expert, a stand-in that lets the generator be probed before the
+  expert is trained (the same architecture, so the same compiled step).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.train import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.train import train_lib  # pylint: disable=import-outside-toplevel
+  t0 = time.perf_counter()
+  mesh = sharding_lib.make_mesh(int(config.mesh_devices) or None,
+                                model_axis=int(config.mesh_model_axis))
+  train_it = iter(train_lib.make_train_loader(config))
+  val_it = iter(train_lib.make_val_loader(config))
+  setup = train_lib.build(config, mesh)
+  inputs = train_lib._model_inputs  # pylint: disable=protected-access
+  batches = [sharding_lib.shard_batch(inputs(next(train_it)), mesh)
+             for _ in range(1 + PROBE_STEPS)]
+  val_batch = sharding_lib.shard_batch(inputs(next(val_it)), mesh)
+  out = {"setup": time.perf_counter() - t0}
+  state, key, times = setup.state, jax.random.PRNGKey(int(config.seed)), []
+  for i, batch in enumerate(batches):
+    t = time.perf_counter()
+    state, metrics = setup.train_step(state, batch, jax.random.fold_in(key, i))
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  out["step"] = _median(times[1:])
+  out["compile"] = max(0.0, times[0] - out["step"])
+  times = []
+  for _ in range(2):
+    t = time.perf_counter()
+    jax.block_until_ready(setup.eval_step(state, val_batch))
+    times.append(time.perf_counter() - t)
+  out["eval_batch"] = times[1]
+  out["eval_compile"] = max(0.0, times[0] - times[1])
+  t = time.perf_counter()
+  variables = {"params": jax.device_get(state.params)}
+  if state.batch_stats:
+    variables["batch_stats"] = jax.device_get(state.batch_stats)
+  meta = {"step": 0, "phase": config.phase}
+  if "scale" in state.head:
+    meta.update(logit_scale=float(state.head["scale"]), logit_bias=float(state.head["bias"]))
+  with tempfile.TemporaryDirectory() as tmp:
+    path = expert_out if expert_out is not None else pathlib.Path(tmp) / "model"
+    checkpoint.save_model(str(path), config.model.arch, train_lib.model_kwargs(config),
+                          variables, extra_meta=meta)
+  out["export"] = time.perf_counter() - t
+  return {k: round(v, 3) for k, v in out.items()}
+
+
+def _stage_estimate(config, probe: dict[str, float], cached: bool) -> dict[str, Any]:
+  """Seconds one training stage will take: `probe` (`probe_training`)
+  spread over the config's steps, evaluations and checkpoints."""
+  steps = int(config.num_steps)
+  evals = steps // int(config.eval_every) + (steps % int(config.eval_every) > 0)
+  evals += bool(config.eval_at_start)
+  # A checkpoint at every evaluation that improves and at the end, with the
+  # exported model (and model_best): a save and two exports each.
+  saves = steps // int(config.checkpoint_every) + max(0, evals - 1)
+  compile_s = (2 * _CACHED_LOAD_S if cached
+               else probe["compile"] + probe["eval_compile"])
+  fixed = (probe["setup"] + compile_s + evals * int(config.eval_batches) * probe["eval_batch"]
+           + saves * (_SAVE_S + 2 * probe["export"]))
+  return {"steps": steps, "step_s": probe["step"], "fixed_s": round(fixed, 1),
+          "total_s": round(fixed + steps * probe["step"], 1)}
+
+
+def estimate(workdir: pathlib.Path, spec: DemoSpec, seed: int, face_size: int,
+             elapsed_s: float) -> dict[str, Any]:
+  """The whole run's time on this machine, before training: a few timed
+  steps of the expert and the generator (`probe_training`), the stages
+  after training scaled from the reference machine (`_REF_AFTER_TRAINING_S`),
+  and `elapsed_s`, the stages already run."""
+  import jax  # pylint: disable=import-outside-toplevel
+  t0 = time.perf_counter()
+  cached = bool(jax.config.jax_compilation_cache_dir)
+  probe_dir = workdir / "probe"
+  shutil.rmtree(probe_dir, ignore_errors=True)
+  probe_dir.mkdir()
+  try:
+    expert_cfg = _train_config(workdir, "syncnet", spec, seed, False, face_size)
+    expert_probe = probe_training(expert_cfg, expert_out=probe_dir / "expert")
+    gen_cfg = _train_config(workdir, "generator", spec, seed, False, face_size)
+    gen_cfg.syncnet_checkpoint = str(probe_dir / "expert")
+    gen_probe = probe_training(gen_cfg)
+  finally:
+    shutil.rmtree(probe_dir, ignore_errors=True)
+  expert = _stage_estimate(expert_cfg, expert_probe, cached)
+  generator = _stage_estimate(gen_cfg, gen_probe, cached)
+  speed = expert_probe["step"] / _REF_EXPERT_STEP_S
+  fixed, per_pair = _REF_AFTER_TRAINING_S
+  after = round(speed * (fixed + per_pair * spec.heldout_pairs), 1)
+  elapsed_s += time.perf_counter() - t0   # the probe itself
+  return {"expert": {**expert, "probe": expert_probe},
+          "generator": {**generator, "probe": gen_probe},
+          "after_training_s": after, "before_training_s": round(elapsed_s, 1),
+          "compilation_cache": cached,
+          "total_s": round(elapsed_s + expert["total_s"] + generator["total_s"] + after, 1)}
+
+
+def format_estimate(est: dict[str, Any], info: dict[str, Any]) -> str:
+  """The line printed before training."""
+  e, g = est["expert"], est["generator"]
+  return (f"estimated {est['total_s'] / 60:.1f} min for the whole demo on "
+          f"{machine.one_line(info)}: {est['before_training_s']:.0f} s so far, expert "
+          f"{e['steps']} steps x {e['step_s']:.3f} s + {e['fixed_s']:.0f} s, generator "
+          f"{g['steps']} steps x {g['step_s']:.3f} s + {g['fixed_s']:.0f} s, then "
+          f"{est['after_training_s']:.0f} s (timed on {PROBE_STEPS} steps of each)")
 
 
 # -----------------------------------------------------------------------------
@@ -537,19 +698,19 @@ def format_table(summary: dict[str, Any]) -> str:
   mouth = summary.get("mouth") or {}
   if mouth.get("before") and mouth.get("after"):
     a, b = mouth["before"], mouth["after"]
-    lines.append(f"mouth vs ground truth, init -> trained: lip colour (Lab distance on the "
-                 f"truth's lip pixels) {a['lip_lab_distance']:.1f} -> "
-                 f"{b['lip_lab_distance']:.1f}, mouth-crop LPIPS "
+    key = "lip_mean_colour_lab_distance"
+    met = "met" if b[key] <= LIP_COLOUR_TARGET else "not met"
+    ref = (f"; the input face's own lips (the truth's colour, other words): "
+           f"{mouth['input'][key]:.1f}" if mouth.get("input") else "")
+    lines.append(f"lip colour vs ground truth (mean-colour Lab distance on the truth's lip "
+                 f"pixels, target <= {LIP_COLOUR_TARGET:g}), init -> trained: "
+                 f"{a[key]:.1f} -> {b[key]:.1f} ({met}){ref}")
+    ref = (f" (input's own lips {mouth['input']['lip_lab_distance']:.1f})"
+           if mouth.get("input") else "")
+    lines.append(f"mouth vs ground truth, init -> trained: mouth-crop LPIPS "
                  f"{a.get('mouth_lpips', float('nan')):.3f} -> "
-                 f"{b.get('mouth_lpips', float('nan')):.3f}")
-    if mouth.get("input"):
-      i = mouth["input"]
-      lines.append(f"reference, the input face's own lips (the truth's colour, the shape of "
-                   f"other words): lip colour {i['lip_lab_distance']:.1f}; "
-                   f"mean-colour distance init -> trained "
-                   f"{a['lip_mean_colour_lab_distance']:.1f} -> "
-                   f"{b['lip_mean_colour_lab_distance']:.1f} (input "
-                   f"{i['lip_mean_colour_lab_distance']:.1f})")
+                 f"{b.get('mouth_lpips', float('nan')):.3f}, per-pixel lip distance "
+                 f"{a['lip_lab_distance']:.1f} -> {b['lip_lab_distance']:.1f}{ref}")
     if "mouth_sharpness" in b:
       truth = (mouth.get("ground_truth") or {}).get("mouth_sharpness", float("nan"))
       lines.append(f"mouth region at {summary.get('face_size', 96)} px faces, init -> trained: "
@@ -564,13 +725,18 @@ def format_table(summary: dict[str, Any]) -> str:
                    f"{a['mouth_chroma_noise']:.1f} -> {b['mouth_chroma_noise']:.1f} "
                    f"(ground truth {truth:.1f}; striped or dotted mouths score several "
                    f"times the truth)")
-  lines.append("time per stage:")
+  est = summary.get("estimate") or {}
+  lines.append("time per stage" + (" (estimated before training)" if est else "") + ":")
   for stage, secs in summary.get("timings_s", {}).items():
-    per_step = (summary.get(stage) or {}).get("step_time_s") if stage in (
-        "expert", "generator") else None
-    steps = (summary.get(stage) or {}).get("step")
-    extra = f"  ({steps} steps, {per_step:.3f} s a step)" if per_step else ""
-    lines.append(f"  {stage:<12}{secs:8.1f} s{extra}")
+    info = (summary.get(stage) or {}) if stage in ("expert", "generator") else {}
+    guess = (est.get(stage) or {}).get("total_s") if stage in ("expert", "generator") else (
+        est.get("total_s") if stage == "total" else None)
+    extra = []
+    if guess:
+      extra.append(f"estimated {guess:.0f} s, {100 * (guess - secs) / max(secs, 1e-9):+.0f}%")
+    if info.get("step_time_s"):
+      extra.append(f"{info.get('step')} steps, {info['step_time_s']:.3f} s a step")
+    lines.append(f"  {stage:<12}{secs:8.1f} s" + (f"  ({'; '.join(extra)})" if extra else ""))
   if summary.get("machine"):
     lines.append(f"machine: {machine.one_line(summary['machine'])}")
   return "\n".join(lines)
@@ -628,6 +794,11 @@ def run_demo(workdir: str | os.PathLike, quick: bool = False, seed: int = 0,
   data = stage("synthesize", synthesize_data, workdir, spec, seed, progress)
   summary["data"] = data
   summary["prepare"] = stage("prepare", prepare_data, workdir, progress, face_size)
+  est = stage("estimate", lambda: estimate(workdir, spec, seed, face_size,
+                                           time.perf_counter() - t_all))
+  summary["estimate"] = est
+  est["machine"] = machine.describe()   # the load now, beside the step times
+  log(format_estimate(est, est["machine"]))
   expert = stage("expert", train, workdir, "syncnet", spec, seed, progress)
   summary["expert"] = _brief(expert)
   summary["expert_val_accuracy"] = (expert.get("final_eval") or {}).get("accuracy")
@@ -658,7 +829,8 @@ def _brief(train_summary: dict[str, Any]) -> dict[str, Any]:
   return {k: train_summary.get(k) for k in keys}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(
       description="End-to-end demo: synthetic data -> data_prep -> SyncNet -> "
       "LPIPS-AttnWav2Lip -> lip-sync -> LSE scores, offline on CPU.")
@@ -670,7 +842,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--face-size", type=int, default=96,
                  help=f"face crops and generator size, one of {FACE_SIZES} (default 96)")
   cache.add_no_cache_argument(p)
-  a = p.parse_args(argv)
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  a = build_parser().parse_args(argv)
   if not a.no_cache:
     cache.enable_compilation_cache()
   try:

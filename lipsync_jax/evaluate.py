@@ -3,7 +3,7 @@
 
 import sys
 
-from lipsync_jax.evaluation.evaluate import main
+from lipsync_jax.evaluation.evaluate import build_parser, main  # noqa: F401  (build_parser: tests/test_docs.py)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -45,6 +45,7 @@ LONGEST_FILES_FIRST = (
     "test_demo.py",              # the quick demo, ~700
     "test_train_sharding.py",    # five 1-vs-8-device models, ~590
     "test_train_variants.py",    # SyncTalkFace, AU-TCN train + resume, ~550
+    "test_two_stage.py",         # both stages train + resume, the built-in model, ~300
     "test_train_hq.py",          # ~180
     "test_train_multihost.py",   # ~170
 )

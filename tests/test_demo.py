@@ -147,6 +147,51 @@ def test_cli_refuses_a_non_empty_foreign_workdir(tmp_path, capsys):
   assert (tmp_path / "precious.txt").exists()
 
 
+def test_stage_estimate_spreads_the_probe_over_the_run():
+  import ml_collections
+  config = ml_collections.ConfigDict({"num_steps": 100, "eval_every": 50, "eval_batches": 4,
+                                      "eval_at_start": True, "checkpoint_every": 100})
+  probe = {"setup": 2.0, "compile": 30.0, "step": 0.5, "eval_compile": 10.0,
+           "eval_batch": 0.25, "export": 0.1}
+  # 3 evaluations (start, 50, 100) of 4 batches; 1 + 2 saves, each with 2 exports.
+  fixed = 2.0 + 3 * 4 * 0.25 + 3 * (demo._SAVE_S + 2 * 0.1)  # pylint: disable=protected-access
+  cold = demo._stage_estimate(config, probe, cached=False)  # pylint: disable=protected-access
+  assert cold["steps"] == 100 and cold["step_s"] == 0.5
+  assert cold["fixed_s"] == pytest.approx(fixed + 40.0, abs=0.05)
+  assert cold["total_s"] == pytest.approx(fixed + 40.0 + 50.0, abs=0.1)
+  # With the compilation cache the stage loads what the probe compiled.
+  warm = demo._stage_estimate(config, probe, cached=True)  # pylint: disable=protected-access
+  loads = 2 * demo._CACHED_LOAD_S  # pylint: disable=protected-access
+  assert warm["total_s"] == pytest.approx(cold["total_s"] - 40.0 + loads, abs=0.1)
+
+
+def test_summary_prints_the_estimate_beside_the_actual_time_and_the_lip_colour_target():
+  colour = lambda mean, pixel: {"lip_mean_colour_lab_distance": mean, "lip_lab_distance": pixel}
+  summary = {
+      "timings_s": {"synthesize": 10.0, "expert": 100.0, "generator": 200.0, "total": 400.0},
+      "estimate": {"expert": {"total_s": 90.0}, "generator": {"total_s": 230.0},
+                   "total_s": 420.0},
+      "expert": {"step": 50, "step_time_s": 1.8}, "generator": {"step": 20, "step_time_s": 9.5},
+      "mouth": {"before": colour(58.5, 62.0), "after": colour(13.0, 34.2),
+                "input": colour(15.4, 35.9)},
+      "machine": {"cpu": "Some CPU", "cores": 2, "avx512": True, "load_avg": [0.5, 0, 0]}}
+  text = demo.format_table(summary)
+  assert "expert         100.0 s  (estimated 90 s, -10%; 50 steps, 1.800 s a step)" in text
+  assert "generator      200.0 s  (estimated 230 s, +15%;" in text
+  assert "total          400.0 s  (estimated 420 s, +5%)" in text
+  assert "synthesize      10.0 s\n" in text
+  assert ("lip colour vs ground truth (mean-colour Lab distance on the truth's lip pixels, "
+          "target <= 15), init -> trained: 58.5 -> 13.0 (met); the input face's own lips "
+          "(the truth's colour, other words): 15.4") in text
+  summary["mouth"]["after"] = colour(16.0, 30.0)
+  assert "58.5 -> 16.0 (not met)" in demo.format_table(summary)
+  line = demo.format_estimate({"total_s": 600.0, "before_training_s": 40.0,
+                               "expert": {"steps": 200, "step_s": 0.34, "fixed_s": 12.0},
+                               "generator": {"steps": 160, "step_s": 1.07, "fixed_s": 30.0},
+                               "after_training_s": 20.0}, summary["machine"])
+  assert line.startswith("estimated 10.0 min for the whole demo on Some CPU, 2 cores, AVX-512")
+
+
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
   """The reduced demo (`--quick`): synthetic data -> data_prep -> expert ->
@@ -181,13 +226,28 @@ def test_quick_demo_end_to_end(tmp_path):
   # the summary says on what machine, at what cost a step.
   mouth = summary["mouth"]
   assert mouth["after"]["mouth_lpips"] < mouth["before"]["mouth_lpips"], mouth
-  assert mouth["after"]["lip_lab_distance"] < mouth["before"]["lip_lab_distance"], mouth
-  assert "lip colour" in proc.stdout and "machine:" in proc.stdout
+  # The lip colour: the mean-colour distance on the truth's lip pixels is
+  # within the target (seed 0 on the AVX-512 EPYC, 2026-12-04: 59.9 -> 12.4,
+  # the input's own lips 14.6). The per-pixel distance also counts the mouth's
+  # shape, which real lips saying other words miss too (docs/demo.md), so it
+  # is reported, not checked.
+  key = "lip_mean_colour_lab_distance"
+  assert mouth["after"][key] <= demo.LIP_COLOUR_TARGET, mouth
+  assert mouth["after"][key] < mouth["before"][key], mouth
+  assert "lip colour" in proc.stdout and "target <= 15" in proc.stdout
+  assert "machine:" in proc.stdout
   # The input face's own lips are the reference: the truth's colour (closer in
   # mean colour than the untrained mouth), the shape of other words.
-  assert (mouth["input"]["lip_mean_colour_lab_distance"]
-          < mouth["before"]["lip_mean_colour_lab_distance"]), mouth
+  assert mouth["input"][key] < mouth["before"][key], mouth
   assert "input face's own lips" in proc.stdout
+  # The estimate: printed before training with the machine's name, and beside
+  # the actual time in the summary. (Within 20% on an idle 2-core AVX-512
+  # EPYC; here only within 2x, as the test shares the CPU with other tests.)
+  est = summary["estimate"]
+  assert "estimated" in proc.stderr and summary["machine"]["cpu"] in proc.stderr
+  assert proc.stderr.index("estimated") < proc.stderr.index("== expert")
+  assert "(estimated" in proc.stdout
+  assert 0.5 < est["total_s"] / summary["timings_s"]["total"] < 2, (est, summary["timings_s"])
   # The mouth region at the video's resolution: reconstruction and sharpness.
   assert mouth["after"]["mouth_region_psnr"] > 0 and 0 < mouth["after"]["mouth_region_ssim"] <= 1
   assert mouth["after"]["mouth_sharpness"] > 0 and mouth["ground_truth"]["mouth_sharpness"] > 0

@@ -59,7 +59,7 @@ _WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheapest random reads
 
 
 # The sample kinds a dataset serves (`data.make_loader(kind=...)`).
-KINDS = ("syncnet", "generator")
+KINDS = ("syncnet", "generator", "lips")
 
 class DatasetFormatError(ValueError):
   """A dataset directory is missing, incomplete or of an unknown format."""

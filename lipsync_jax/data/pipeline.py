@@ -96,12 +96,14 @@ class GeneratorSample(_SampleBase):
   context_frames c > 0 adds context: frames f-c..f+4+c (5+2c, all with a
   face; SyncTalkFace's 9 frames at c = 2). with_aus adds aus (5, K) float32
   presence and au_valid (5,) float32 of the target frames, from the labels
-  of ``data_prep/au_labels.py``.
+  of ``data_prep/au_labels.py``. with_lips adds lips (5, 40, 2) float32,
+  the target frames' FaceMesh lips (``data_prep/lip_tracks.py``), and takes
+  only targets whose 5 frames all have lips.
   """
 
   def __init__(self, index, clips, ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
                with_meta: bool = False, context_frames: int = 0,
-               with_aus: bool = False):
+               with_aus: bool = False, with_lips: bool = False):
     super().__init__(index, clips, with_meta)
     if ref_min_offset < 1:
       raise ValueError(f"ref_min_offset must be >= 1, got {ref_min_offset}")
@@ -119,10 +121,28 @@ class GeneratorSample(_SampleBase):
         raise fmt.DatasetFormatError("the clips' AU labels have different AU columns")
       self.aus = [(l.presence.astype(np.float32), l.valid.astype(np.float32))
                   for l in labels]
+    self.lips = None
+    if with_lips:
+      # Only targets whose 5 frames all have lips: the renderer draws them.
+      from lipsync_jax.data import lip_store  # pylint: disable=g-import-not-at-top
+      tracks = [lip_store.load_clip_lips(index.data_dir, c) for c in clips]
+      self.lips = [lips for lips, _ in tracks]
+      for i, (_, ok) in enumerate(tracks):
+        self.starts[i] = np.asarray([f for f in self.starts[i]
+                                     if ok[f:f + sources.WINDOW].all()], np.int64)
+      if not any(len(s) for s in self.starts):
+        raise fmt.DatasetFormatError("no target window of 5 frames with lips found by "
+                                     "FaceMesh in this split")
+      # Clips left without a target are sampled as their nearest neighbour.
+      good = [i for i, s in enumerate(self.starts) if len(s)]
+      self.remap = {i: (i if len(s) else good[i % len(good)])
+                    for i, s in enumerate(self.starts)}
 
   def random_map(self, element: dict[str, int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
     ci = element["clip"]
+    if self.lips is not None:
+      ci = self.remap[ci]
     clip, w = self.clips[ci], self.windows[ci]
     f = int(rng.choice(self.starts[ci]))
     r = int(rng.choice(w.face[np.abs(w.face - f) >= self.ref_min_offset]))
@@ -140,9 +160,82 @@ class GeneratorSample(_SampleBase):
       pres, valid = self.aus[ci]
       out["aus"] = pres[f:f + sources.WINDOW]
       out["au_valid"] = valid[f:f + sources.WINDOW]
+    if self.lips is not None:
+      out["lips"] = self.lips[ci][f:f + sources.WINDOW]
     if self.with_meta:
       out.update(clip_index=np.int32(ci), target_start=np.int32(f),
                  reference_start=np.int32(r))
+    return out
+
+
+class LipsSample(_SampleBase):
+  """{"clip": i} -> an audio-to-lips sample: `num_frames` consecutive frames
+  f..f+T-1, all with FaceMesh lips (``data_prep/lip_tracks.py``).
+
+    mel         (T, 80, C, 1) float32  mel context of each frame
+                                       (``audio_to_lips.mel_context``)
+    sync_audio  (T-4, 80, 16, 1)       the Wav2Lip window of each 5-frame
+                                       window f+k..f+k+4 (the expert's input)
+    lips        (T, 40, 2)             the frames' lips (targets)
+    neutral     (T, 40, 2)             the clip's rest shape at each frame's
+                                       anchor (``audio_to_lips.neutral_lips``)
+
+  With probability `single_frame_rest`, the rest shape is one random frame's
+  mouth instead of the clip's mean, as for a still photo at inference.
+  """
+
+  def __init__(self, index, clips, num_frames: int = 9, context: int = 32,
+               single_frame_rest: float = 0.25, with_meta: bool = False):
+    from lipsync_jax.data import lip_store  # pylint: disable=g-import-not-at-top
+    from lipsync_jax.models import audio_to_lips  # pylint: disable=g-import-not-at-top
+    super().__init__(index, clips, with_meta)
+    if num_frames < sources.WINDOW:
+      raise ValueError(f"num_frames must be >= {sources.WINDOW}, got {num_frames}")
+    self.t, self.context, self.single = int(num_frames), int(context), float(single_frame_rest)
+    self.a2l = audio_to_lips
+    self.tracks, self.starts = [], []
+    for c in clips:
+      lips, ok = lip_store.load_clip_lips(index.data_dir, c)
+      n = len(ok) - self.t + 1
+      run = np.ones((max(n, 0),), bool)
+      for k in range(self.t):
+        run &= ok[k:k + max(n, 0)]
+      starts = np.nonzero(run)[0]
+      # The last sync window must fit in the mel.
+      last = sources.mel_starts(starts + self.t - sources.WINDOW, c.fps)
+      starts = starts[last + sources.MEL_WINDOW <= c.mel_cols]
+      self.starts.append(starts)
+      anchor = audio_to_lips.anchor_track(lips, ok) if ok.any() else None
+      rest = audio_to_lips.rest_shape(lips, ok) if ok.any() else None
+      self.tracks.append((lips, ok, anchor, rest))
+    good = [i for i, s in enumerate(self.starts) if len(s)]
+    if not good:
+      raise fmt.DatasetFormatError(f"no run of {self.t} consecutive frames with lips "
+                                   "found by FaceMesh in this split")
+    self.remap = {i: (i if len(s) else good[i % len(good)])
+                  for i, s in enumerate(self.starts)}
+
+  def random_map(self, element: dict[str, int],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    ci = self.remap[element["clip"]]
+    clip = self.clips[ci]
+    lips, ok, anchor, rest = self.tracks[ci]
+    f = int(rng.choice(self.starts[ci]))
+    frames = np.arange(f, f + self.t)
+    if rng.random() < self.single:
+      r = int(rng.choice(np.nonzero(ok)[0]))
+      rest = lips[r] - lips[r].mean(axis=0, keepdims=True)
+    mel = self.reader.mel(clip, 0, clip.mel_cols)
+    starts = sources.mel_starts(frames, clip.fps)
+    out = {
+        "mel": self.a2l.mel_context(mel, starts, self.context),
+        "sync_audio": np.stack([mel[:, s:s + sources.MEL_WINDOW]
+                                for s in starts[:self.t - sources.WINDOW + 1]])[..., None],
+        "lips": lips[f:f + self.t].astype(np.float32),
+        "neutral": (anchor[f:f + self.t, None, :] + rest[None]).astype(np.float32),
+    }
+    if self.with_meta:
+      out.update(clip_index=np.int32(ci), target_start=np.int32(f))
     return out
 
 
@@ -175,6 +268,10 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
            context_frames: int = 0,
            with_aus: bool = False,
            augment: bool = False,
+           with_lips: bool = False,
+           lip_frames: int = 9,
+           lip_context: int = 32,
+           single_frame_rest: float = 0.25,
            worker_buffer_size: int = 2,
            read_threads: int = 2) -> grain.DataLoader:
   if kind not in KINDS:
@@ -184,8 +281,8 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
     raise ValueError(f"global_batch_size {global_batch_size} must be a "
                      f"positive multiple of the process count {shard_count}")
   index = fmt.load_index(data_dir)
-  if kind == "syncnet" and (context_frames or with_aus):
-    raise ValueError("context_frames and with_aus are generator sample options")
+  if kind == "syncnet" and (context_frames or with_aus or with_lips):
+    raise ValueError("context_frames, with_aus and with_lips are generator sample options")
   if kind != "syncnet" and augment:
     raise ValueError("augment is a syncnet sample option")
   listed = index.split(split)
@@ -196,8 +293,8 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
         "the same --output (it rewrites the splits, cutting val and test in "
         "time out of the clips when there are too few to hash), or with "
         "--split-by time")
-  clips = sources.eligible_clips(listed, kind, min_offset, ref_min_offset,
-                                 context_frames)
+  clips = sources.eligible_clips(listed, "generator" if kind == "lips" else kind,
+                                 min_offset, ref_min_offset, context_frames)
   if not clips:
     need = (sources.WINDOW + min_offset if kind == "syncnet" else
             sources.WINDOW + ref_min_offset + 2 * context_frames)
@@ -215,9 +312,12 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
     _ensure_absl_flags_parsed()
   if kind == "syncnet":
     transform = SyncNetSample(index, clips, min_offset, with_meta, augment)
+  elif kind == "lips":
+    transform = LipsSample(index, clips, lip_frames, lip_context, single_frame_rest,
+                           with_meta)
   else:
     transform = GeneratorSample(index, clips, ref_min_offset, with_meta,
-                                context_frames, with_aus)
+                                context_frames, with_aus, with_lips)
   shard_options = grain.ShardOptions(shard_index, shard_count,
                                      drop_remainder=drop_remainder)
   sampler = sources.EpochSampler(
@@ -257,7 +357,10 @@ def make_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
       context (B,5+2c,S,S,3), frames f-c..f+4+c), with_aus (False: generator
       batches get aus (B,5,K) and au_valid (B,5) from the stored AU labels),
       augment (False: syncnet samples get a random flip, zoom, shift,
-      contrast, brightness and mel gain, ``augment.py``),
+      contrast, brightness and mel gain, ``augment.py``), with_lips
+      (False: generator batches get lips (B,5,40,2) of the target frames),
+      lip_frames (9), lip_context (32), single_frame_rest (0.25): the
+      ``LipsSample`` of kind 'lips',
       worker_buffer_size (2), read_threads (2:
       reader threads per process/worker).
 

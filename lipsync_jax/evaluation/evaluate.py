@@ -19,7 +19,14 @@ stored mel.
     as both cover. Sync scores only.
 `--videos DIR` scores finished videos (every *.mp4/*.mov/*.mkv/*.avi/*.mpg in
 DIR) with their own audio, sync only: faces are found with
-`face_detection` (same padding/smoothing as `infer.py`) and cropped.
+`face_detection` (same padding/smoothing as `infer.py`) and cropped. Beside
+the scorer, every video is also measured by the energy judge
+(`energy_judge`, no learned sync weights: the inner-lip opening's change
+against the audio energy's change, best lag over +-8 frames, + = audio lags
+video as `offset`), on the lips FaceMesh found for the scorer when the scorer
+reads lips (the built-in one), so FaceMesh runs once; `--no-judge` turns it
+off. `--reference-videos DIR` also measures the source clips in DIR (matched
+by file stem) and reports how many clips keep their source's judge lag.
 
 The scorer is `--syncnet` (any checkpoint form `checkpoint.load_model`
 accepts, incl. an upstream `lipsync_expert.pth`, syncnet_python's
@@ -51,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lipsync_jax import cache
+from lipsync_jax.evaluation import energy_judge
 from lipsync_jax.evaluation import metrics
 from lipsync_jax import models
 from lipsync_jax.evaluation import report as report_lib
@@ -78,6 +86,9 @@ class ClipEval:
   recon: dict[str, float] = dataclasses.field(default_factory=dict)
   audio_from: str | None = None
   notes: list[str] = dataclasses.field(default_factory=list)
+  judge: energy_judge.LagResult | None = None
+  judge_error: str | None = None          # the judge ran and could not measure
+  judge_reference_lag: int | None = None  # the source clip's judge lag (--reference-videos)
 
   def to_json(self) -> dict[str, Any]:
     d = {"name": self.name, "num_frames": self.num_frames,
@@ -87,6 +98,12 @@ class ClipEval:
                gt_offset=self.gt_sync.offset)
     if self.audio_from is not None:
       d["audio_from"] = self.audio_from
+    if self.judge is not None:
+      d.update(self.judge.to_json())
+    elif self.judge_error is not None:
+      d.update(judge_lag=None, judge_r=None, judge_error=self.judge_error)
+    if self.judge_reference_lag is not None:
+      d["judge_reference_lag"] = self.judge_reference_lag
     if self.notes:
       d["notes"] = self.notes
     return d
@@ -245,26 +262,65 @@ def evaluate_dataset(data_dir: str, split: str, mode: str, generator: Generator,
 # Finished videos.
 # -----------------------------------------------------------------------------
 
-def list_videos(videos_dir: str) -> list[pathlib.Path]:
+def list_videos(videos_dir: str, option: str = "--videos") -> list[pathlib.Path]:
   d = pathlib.Path(videos_dir)
   if not d.is_dir():
-    raise EvaluationError(f"--videos: not a directory: {videos_dir}")
+    raise EvaluationError(f"{option}: not a directory: {videos_dir}")
   files = sorted(p for p in d.iterdir()
                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
   if not files:
-    raise EvaluationError(f"--videos: no video files ({', '.join(VIDEO_EXTENSIONS)}) "
+    raise EvaluationError(f"{option}: no video files ({', '.join(VIDEO_EXTENSIONS)}) "
                           f"in {videos_dir}")
   return files
+
+
+LipsFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _judge(lips_fn: LipsFn, crops: np.ndarray, wav: np.ndarray, first: int, fps: float,
+           lips: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> tuple[energy_judge.LagResult | None, str | None]:
+  """(the energy judge's result, None), or (None, the one-line reason it
+  could not measure); `lips`: `lips_fn(crops)` when already measured."""
+  try:
+    return energy_judge.lip_energy_lag(*(lips or lips_fn(crops)), wav, first, fps), None
+  except (energy_judge.JudgeError, metrics.MetricError) as e:
+    return None, f"energy judge: {str(e).splitlines()[0]}"
+
+
+def _judge_video(path: pathlib.Path, face_size: int, detector: Any, lips_fn: LipsFn,
+                 min_frames: int) -> tuple[energy_judge.LagResult | None, str | None]:
+  """`_judge` on a video of its own (a --reference-videos source clip),
+  cropped as the scored videos are."""
+  from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
+  try:
+    crops, first, fps, _ = video_face_crops(str(path), face_size, detector,
+                                            min_frames=min_frames)
+    wav = audio_lib.load_audio(path)
+  except ValueError as e:  # FaceCropError, VideoError, AudioError
+    return None, f"energy judge: {str(e).splitlines()[0]}"
+  return _judge(lips_fn, crops, wav, first, fps)
 
 
 def evaluate_videos(videos_dir: str, scorer: metrics.SyncScorer, detector: Any,
                     min_frames: int = 25,
                     progress: Callable[[str], None] | None = None,
-                    sync_padding: str = "zeros"
+                    sync_padding: str = "zeros", judge: bool = True,
+                    reference_dir: str | None = None
                     ) -> tuple[list[ClipEval], list[dict], list]:
-  """Scores every video in a folder with its own audio (sync only)."""
+  """Scores every video in a folder with its own audio (sync only).
+
+  judge: also the energy judge (`energy_judge.lip_energy_lag`) on the lips
+  of the scored crops (the scorer's own FaceMesh lips when it reads lips).
+  reference_dir: the source clips; each scored video's judge lag is compared
+  with that of the file of the same stem there.
+  """
   from lipsync_jax.io import audio as audio_lib  # pylint: disable=import-outside-toplevel
   files = list_videos(videos_dir)
+  references = ({p.stem: p for p in list_videos(reference_dir, "--reference-videos")}
+                if judge and reference_dir else {})
+  reads_lips = isinstance(scorer, metrics.LipSyncScorer)
+  lips_fn = scorer.lips if reads_lips else metrics.FaceMeshLips()
   results, unscorable, grid = [], [], []
   for k, path in enumerate(files):
     if progress:
@@ -272,10 +328,29 @@ def evaluate_videos(videos_dir: str, scorer: metrics.SyncScorer, detector: Any,
     try:
       crops, first, fps, notes = video_face_crops(str(path), scorer.face_size, detector,
                                                   min_frames=min_frames)
-      audio = metrics.ClipAudio(wav=audio_lib.load_audio(path))
-      sync = metrics.sync_scores(scorer, crops, audio, fps, first_frame=first,
-                                 padding=sync_padding)
-      results.append(ClipEval(path.name, crops.shape[0], first, sync, notes=notes))
+      wav = audio_lib.load_audio(path)
+      # The built-in scorer's FaceMesh lips serve the judge too.
+      lips = scorer.lips(crops) if judge and reads_lips else None
+      sync = metrics.sync_scores(scorer, crops, metrics.ClipAudio(wav=wav), fps,
+                                 first_frame=first, padding=sync_padding,
+                                 video_windows=None if lips is None else
+                                 scorer.lip_video_windows(*lips))
+      ce = ClipEval(path.name, crops.shape[0], first, sync, notes=notes)
+      if judge:
+        ce.judge, ce.judge_error = _judge(lips_fn, crops, wav, first, fps, lips)
+        if ce.judge_error:
+          ce.notes.append(ce.judge_error)
+      if judge and reference_dir:
+        ref = references.get(path.stem)
+        if ref is None:
+          ce.notes.append(f"energy judge: no reference clip {path.stem}.* in {reference_dir}")
+        else:
+          res, err = _judge_video(ref, scorer.face_size, detector, lips_fn, min_frames)
+          if res is not None:
+            ce.judge_reference_lag = res.best_lag
+          else:
+            ce.notes.append(f"reference {ref.name}: {err}")
+      results.append(ce)
       if len(grid) < GRID_CLIPS:
         grid.extend(_grid_rows(path.name, [("video", crops)]))
     except ValueError as e:  # MetricError, VideoError, AudioError, ...
@@ -293,15 +368,24 @@ def build_report(results: Sequence[ClipEval], unscorable: Sequence[dict], scorer
   aggregate = {m: metrics.mean_ci95([c.get(m) for c in clips]) for m in metric_names}
   offsets = [c["offset"] for c in clips]
   aggregate["offset_hist"] = {str(o): offsets.count(o) for o in sorted(set(offsets))}
+  definitions = {
+      "lse_d": "min over offsets of the mean embedding distance (lower is better)",
+      "lse_c": "median minus min of the mean distances (higher is better)",
+      "offset": "best offset in frames; + = audio lags the video "
+                "(syncnet_python prints the opposite sign)",
+      "psnr/ssim/lpips": "per-frame on 96x96 face crops, averaged per clip",
+      "ci95": "Student-t 95% confidence interval of the mean over clips"}
+  judged = [c for c in clips if "judge_lag" in c]
+  if judged:
+    lags = [c["judge_lag"] for c in judged]
+    aggregate["judge_lag_within1"] = energy_judge.share_within(lags, 0)
+    if any("judge_reference_lag" in c for c in judged):
+      aggregate["judge_lag_within1_of_reference"] = energy_judge.share_within(
+          lags, [c.get("judge_reference_lag") for c in judged])
+    definitions.update(energy_judge.DEFINITIONS)
   return {"scorer": scorer, "mode": mode, "meta": dict(meta), "metrics": list(metric_names),
           "aggregate": aggregate, "clips": clips, "unscorable": list(unscorable),
-          "definitions": {
-              "lse_d": "min over offsets of the mean embedding distance (lower is better)",
-              "lse_c": "median minus min of the mean distances (higher is better)",
-              "offset": "best offset in frames; + = audio lags the video "
-                        "(syncnet_python prints the opposite sign)",
-              "psnr/ssim/lpips": "per-frame on 96x96 face crops, averaged per clip",
-              "ci95": "Student-t 95% confidence interval of the mean over clips"}}
+          "definitions": definitions}
 
 
 def make_grid(rows: list, title: str) -> dict | None:
@@ -329,7 +413,8 @@ def _find_recorded_expert(meta: dict[str, Any]) -> str | None:
   return None
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(
       prog="python -m lipsync_jax.evaluate",
       description="LSE-D/LSE-C, PSNR, SSIM and LPIPS for a generator on a dataset split, "
@@ -360,9 +445,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="paired mode: also the mouth landmark distance (MediaPipe FaceMesh)")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--detector", default="default", help="face detector for --videos")
+  p.add_argument("--no-judge", action="store_true",
+                 help="--videos: leave out the energy judge (lip opening vs audio energy, "
+                 "no learned weights) that is reported beside the scorer")
+  p.add_argument("--reference-videos", metavar="DIR",
+                 help="--videos: the source clips (same file stems); reports the share of "
+                 "videos whose judge lag is within 1 frame of their source clip's")
   p.add_argument("--quiet", action="store_true")
   cache.add_no_cache_argument(p)
-  return p.parse_args(argv)
+  return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  return build_parser().parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -378,20 +473,31 @@ def run(args: argparse.Namespace) -> dict:
   if args.videos:
     if args.checkpoint or args.data:
       raise EvaluationError("--videos scores finished videos: do not pass --checkpoint/--data")
+    if args.reference_videos:
+      if args.no_judge:
+        raise EvaluationError("--reference-videos compares judge lags: drop --no-judge")
+      list_videos(args.reference_videos, "--reference-videos")  # fail fast on a bad folder
     # Without --syncnet, the landmark sync expert shipped in the package.
     scorer = metrics.load_scorer(args.syncnet or metrics.BUILTIN_SCORER, args.batch_size)
     args.sync_padding = args.sync_padding or metrics.default_padding(scorer)
     from lipsync_jax.vision import face_detection  # pylint: disable=import-outside-toplevel
     detector = face_detection.create_detector(args.detector)
     results, unscorable, rows = evaluate_videos(args.videos, scorer, detector,
-                                                args.min_frames, log, args.sync_padding)
+                                                args.min_frames, log, args.sync_padding,
+                                                not args.no_judge, args.reference_videos)
     mode = "videos"
     meta = {"videos": os.path.abspath(args.videos), "detector": getattr(detector, "name", "?")}
+    if not args.no_judge:
+      meta["judge"] = energy_judge.DESCRIPTION
+    if args.reference_videos:
+      meta["reference_videos"] = os.path.abspath(args.reference_videos)
     names = ["lse_d", "lse_c"]
     grid_title = "mouth crops of the scored videos"
   else:
     if not args.checkpoint or not args.data:
       raise EvaluationError("need --checkpoint and --data (or --videos DIR)")
+    if args.reference_videos:
+      raise EvaluationError("--reference-videos goes with --videos")
     from lipsync_jax import data as data_lib  # pylint: disable=import-outside-toplevel
     data_lib.load_index(args.data).split(args.split)  # fail fast on a bad dataset/split
     gen = checkpoint.load_model(args.checkpoint, expected_arch=ALL_GENERATORS)

@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   return stats
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(prog="python -m lipsync_jax.evaluation.memory_grid",
                               description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="synctalkface model dir or training workdir")
@@ -172,7 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--clip", type=int, default=0, help="clip index in the split")
   p.add_argument("--frame", type=float, default=0.5, help="position in the clip, 0-1")
   p.add_argument("--audio-free", action="store_true", help="f_aud = 0 (memory only)")
-  return p.parse_args(argv)
+  return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

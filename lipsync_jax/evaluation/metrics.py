@@ -259,6 +259,24 @@ class OriginalSyncNetScorer:
     return _batched(fn, np.asarray(windows, np.float32), self.batch_size)
 
 
+class FaceMeshLips:
+  """FaceMesh lip points of face crops, the FaceMesh created on first use:
+  (T, S, S, 3) BGR crops -> lips (T, 40, 2) crop units, valid (T,) bool."""
+
+  def __init__(self):
+    self._mesh = None
+
+  def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from lipsync_jax.vision import face_mesh  # pylint: disable=import-outside-toplevel
+    if self._mesh is None:
+      try:
+        self._mesh = face_mesh.FaceMesh()
+      except face_mesh.FaceMeshError as e:
+        raise MetricError(str(e)) from None
+    lips, presence = lip_landmarks.crop_lips(self._mesh, faces)
+    return lips, presence >= lip_landmarks.MIN_PRESENCE
+
+
 class LipSyncScorer:
   """The landmark sync expert (`lip_sync`): FaceMesh lips of face crops + mel.
 
@@ -281,29 +299,25 @@ class LipSyncScorer:
     self.normalise = bool(normalise)
     self.batch_size = batch_size
     self.min_lip_frames = min_lip_frames
-    self._mesh = None
-
-  def lips(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, S, S, 3) BGR crops -> lips (T, 40, 2) crop units, valid (T,)."""
-    from lipsync_jax.vision import face_mesh  # pylint: disable=import-outside-toplevel
-    from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
-    if self._mesh is None:
-      try:
-        self._mesh = face_mesh.FaceMesh()
-      except face_mesh.FaceMeshError as e:
-        raise MetricError(str(e)) from None
-    lips, presence = lip_landmarks.crop_lips(self._mesh, faces)
-    return lips, presence >= lip_landmarks.MIN_PRESENCE
+    self.lips = FaceMeshLips()   # (T, S, S, 3) BGR crops -> lips (T, 40, 2), valid (T,)
 
   def video_windows(self, faces: np.ndarray) -> np.ndarray:
-    from lipsync_jax.data import lip_windows  # pylint: disable=import-outside-toplevel
     faces = np.asarray(faces)
     if faces.ndim != 4 or faces.shape[-1] != 3:
       raise MetricError(f"need (T, H, W, 3) face crops, got {faces.shape}")
+    self._check_length(faces.shape[0])
+    return self.lip_video_windows(*self.lips(faces))
+
+  def _check_length(self, frames: int) -> None:
+    if frames < self.module.window:
+      raise MetricError(f"clip too short: {frames} frames, need {self.module.window}")
+
+  def lip_video_windows(self, lips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`video_windows` from lips already measured by `lips` (so that another
+    reader of the same crops, e.g. `energy_judge`, runs FaceMesh only once)."""
+    from lipsync_jax.data import lip_windows  # pylint: disable=import-outside-toplevel
+    self._check_length(len(lips))
     w = self.module.window
-    if faces.shape[0] < w:
-      raise MetricError(f"clip too short: {faces.shape[0]} frames, need {w}")
-    lips, valid = self.lips(faces)
     if valid.sum() < max(self.min_lip_frames, WINDOW_FRAMES):
       raise MetricError(f"FaceMesh finds lips on {int(valid.sum())} of {len(valid)} frames "
                         f"(< {max(self.min_lip_frames, WINDOW_FRAMES)})")
@@ -497,13 +511,15 @@ def lse_from_embeddings(video_emb: np.ndarray, audio_emb: np.ndarray,
 
 def sync_scores(scorer: SyncScorer, faces: np.ndarray, audio: ClipAudio,
                 fps: float, first_frame: int = 0, vshift: int = VSHIFT,
-                padding: str = "zeros") -> SyncResult:
+                padding: str = "zeros", video_windows: np.ndarray | None = None
+                ) -> SyncResult:
   """LSE of a clip: (T, S, S, 3) uint8 BGR face crops + the clip's audio.
 
   `first_frame`: index of faces[0] on the audio's timeline (when scoring a
-  run of frames inside a longer clip).
+  run of frames inside a longer clip). `video_windows`: the scorer's
+  `video_windows(faces)` when already computed (faces is then not read).
   """
-  v = scorer.video_windows(faces)
+  v = scorer.video_windows(faces) if video_windows is None else video_windows
   a = scorer.audio_windows(audio, first_frame + np.arange(v.shape[0]), fps)
   return lse_from_embeddings(scorer.embed_video(v), scorer.embed_audio(a),
                              scorer.name, vshift, padding)

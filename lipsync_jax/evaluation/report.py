@@ -17,6 +17,9 @@ in the same folder, then `os.replace`):
    "aggregate": {metric: {"mean", "ci95", "n"}},
    "clips": [{"name", "lse_d", "lse_c", "offset", "frame_conf": [...], ...}],
    "unscorable": [{"name", "reason"}]}
+With the energy judge (`--videos`), clips also carry "judge_lag", "judge_r",
+... and the aggregate "judge_lag_within1" (`energy_judge.share_within`);
+report.md then adds their columns and shares.
 """
 
 from __future__ import annotations
@@ -104,12 +107,18 @@ def markdown(report: dict) -> str:
     hist = report["aggregate"]["offset_hist"]
     lines += ["", "Best offsets (frames, + = audio lags video): " +
               ", ".join(f"{k}: {v}" for k, v in hist.items())]
+  lines += _judge_summary(report.get("aggregate", {}))
   lines += ["", "## Clips", ""]
-  cols = ["name"] + metrics + ["offset", "frames"]
+  judged = any("judge_lag" in c for c in report.get("clips", []))
+  cols = ["name"] + metrics + ["offset", "frames"] + (["judge lag", "judge r"] if judged else [])
   lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for c in report.get("clips", []):
     row = [str(c.get("name"))] + [_fmt(c.get(m)) for m in metrics]
     row += [str(c.get("offset")), str(c.get("num_frames"))]
+    if judged:
+      ref = c.get("judge_reference_lag")
+      row += [_fmt(c.get("judge_lag")) + ("" if ref is None else f" (source {ref})"),
+              _fmt(c.get("judge_r"), 2)]
     lines.append("| " + " | ".join(row) + " |")
   lines += ["", "## Not scored", ""]
   bad = report.get("unscorable", [])
@@ -118,6 +127,19 @@ def markdown(report: dict) -> str:
   else:
     lines.append("none")
   return "\n".join(lines) + "\n"
+
+
+def _judge_summary(aggregate: dict) -> list[str]:
+  """The energy judge's shares (`energy_judge.share_within`) as Markdown lines."""
+  lines = []
+  for key, what in (("judge_lag_within1", "0"),
+                    ("judge_lag_within1_of_reference", "its source clip's judge lag")):
+    agg = aggregate.get(key)
+    if agg:
+      share = "n/a" if agg["share"] is None else f"{agg['share']:.0%}"
+      lines.append(f"Energy judge (no learned weights): best lag within +-1 frame of {what} "
+                   f"on {agg['hits']} of {agg['n']} clips ({share}).")
+  return [""] + lines if lines else []
 
 
 # -----------------------------------------------------------------------------

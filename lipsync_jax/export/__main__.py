@@ -15,7 +15,8 @@ from lipsync_jax import export
 from lipsync_jax.export import int8
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
   p = argparse.ArgumentParser(
       prog="python -m lipsync_jax.export",
       description="Export a generator checkpoint to ONNX (checked against JAX before "
@@ -108,7 +109,7 @@ def _write_int8(args, report, loaded) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  args = build_parser().parse_args(argv)
   problem = _quick_check(args)
   if problem:
     print(f"error: {problem}", file=sys.stderr)

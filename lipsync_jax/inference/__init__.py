@@ -1,12 +1,15 @@
 """Inference: a face video or photo plus speech -> a lip-synced mp4.
 
-    from lipsync_jax.inference import LipSyncer
+    from lipsync_jax.inference import LipSyncer, load_syncer
     syncer = LipSyncer.from_checkpoint("runs/wav2lip/model", batch_size=64)
     report = syncer.run("face.mp4", "speech.wav", "out.mp4")
     print(report.frames, report.frames_without_face, report.timings)
+    syncer = load_syncer("builtin")   # the shipped two-stage model (two_stage)
 
 One `LipSyncer` holds one jit-compiled generator and reuses it for every
 `run` (batch mode compiles once for hundreds of clips).
+`LipSyncer.stream(face)` lip-syncs audio that arrives in chunks, frame by
+frame as its audio comes (`stream`: a microphone, real time).
 `LipSyncer.from_onnx("wav2lip.onnx")` runs a file from `python -m
 lipsync_jax.export` under onnxruntime instead (`onnx_backend`), through the
 same pipeline.
@@ -64,10 +67,14 @@ from lipsync_jax.inference.options import (CACHE_FORMAT, FACE_SIZE, IMAGE_EXTENS
 from lipsync_jax.inference.sources import PreparedJob, ping_pong_index, prepare
 from lipsync_jax.inference.syncer import LipSyncer
 from lipsync_jax.inference.jobs import JobResult, error_message, open_jobs, run_jobs
+from lipsync_jax.inference.stream import (RealtimeStream, StreamFrame, StreamSession,
+                                          StreamStats)
+from lipsync_jax.inference.two_stage import TwoStageSyncer, load_syncer
 
 __all__ = [
     "CACHE_FORMAT", "FACE_SIZE", "IMAGE_EXTENSIONS", "SILENCE_PEAK", "STAGES",
     "InferenceError", "InferenceOptions", "InputNotFoundError", "JobResult", "LipSyncer",
-    "PreparedJob", "RunReport", "check_output_path", "default_cache_dir", "error_message",
-    "file_sha256", "open_jobs", "ping_pong_index", "prepare", "run_jobs",
+    "PreparedJob", "RealtimeStream", "RunReport", "StreamFrame", "StreamSession", "StreamStats",
+    "TwoStageSyncer", "check_output_path", "default_cache_dir", "error_message",
+    "file_sha256", "load_syncer", "open_jobs", "ping_pong_index", "prepare", "run_jobs",
 ]

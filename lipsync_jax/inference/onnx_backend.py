@@ -23,12 +23,12 @@ class OnnxGenerator:
       its input shapes.
   """
 
-  def __init__(self, path: str | os.PathLike, threads: int = 0):
+  def __init__(self, path: str | os.PathLike, threads: int = 0, spinning: bool = True):
     from lipsync_jax import export  # pylint: disable=import-outside-toplevel
     from lipsync_jax import models  # pylint: disable=import-outside-toplevel
     try:
       meta = export.read_metadata(path)
-      self.session = export.session(path, threads)
+      self.session = export.session(path, threads, spinning)
     except export.ExportError as e:
       raise InferenceError(str(e)) from None
     except Exception as e:  # pylint: disable=broad-except

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from lipsync_jax.io import audio as audio_lib
+from lipsync_jax.vision import blending
 from lipsync_jax.io import video as video_lib
 from lipsync_jax.inference.options import (InferenceError, InferenceOptions, SILENCE_PEAK,
                                            check_input, check_output_path, is_image)
@@ -75,6 +76,18 @@ def resize_frame(frame: np.ndarray, factor: int) -> np.ndarray:
                     interpolation=cv2.INTER_AREA)
 
 
+def crop_face(frame: np.ndarray, box, size: int) -> tuple[tuple[int, int, int, int] | None,
+                                                          np.ndarray | None]:
+  """The face of `frame` in `box` (x1, y1, x2, y2), as the generator takes it:
+  ((x1, y1, x2, y2) rounded into the frame, (size, size, 3) uint8 crop), or
+  (None, None) when the box is empty inside the frame."""
+  b = blending.clip_box(box, frame.shape)
+  if b is None:
+    return None, None
+  x1, y1, x2, y2 = b
+  return b, cv2.resize(frame[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
+
+
 class FrameSource:
   """Yields (output index, source index, frame) for `n_out` output frames.
 
@@ -90,7 +103,8 @@ class FrameSource:
     self.n_source = n_source  # exact, when known (from detection or cache)
     self.tmpdir = tmpdir
 
-  def _decode(self) -> Iterator[np.ndarray]:
+  def decode(self) -> Iterator[np.ndarray]:
+    """The source frames once, in order (resized by the resize factor)."""
     if self.face.image is not None:
       yield resize_frame(self.face.image, self.resize_factor)
       return
@@ -99,7 +113,7 @@ class FrameSource:
 
   def frames(self, n_out: int) -> Iterator[tuple[int, int, np.ndarray]]:
     if self.face.image is not None:
-      frame = next(self._decode())
+      frame = next(self.decode())
       for j in range(n_out):
         yield j, 0, frame
       self.n_source = 1
@@ -109,7 +123,7 @@ class FrameSource:
     spill: SpillFile | None = None
     j = 0
     try:
-      for frame in self._decode():
+      for frame in self.decode():
         if j >= n_out:
           break
         if spill_needed:
@@ -126,7 +140,7 @@ class FrameSource:
         raise InferenceError(f"no frames could be decoded from {self.face.path}")
       self.n_source = n
       if spill is None:  # the probe overestimated the length: decode again
-        for frame in self._decode():
+        for frame in self.decode():
           if spill is None:
             spill = SpillFile(frame.shape, self.tmpdir)
           spill.append(frame)
@@ -151,6 +165,7 @@ class PreparedJob:
 
   Attributes:
     windows: (frames, 80, 16) float32 mel windows, one per output frame.
+    mel: (80, M) the audio's whole Wav2Lip mel (models with a wider context).
     wav, sample_rate: the audio to mux into the output (native rate when AAC
       supports it, else 16 kHz).
   """
@@ -164,6 +179,7 @@ class PreparedJob:
   audio_seconds: float
   timer: Timer
   prepare_seconds: float
+  mel: np.ndarray | None = None   # (80, M) the whole audio's Wav2Lip mel
 
 
 def open_face(face: str, options: InferenceOptions) -> FaceInput:
@@ -230,8 +246,9 @@ def prepare(face: str | os.PathLike, audio: str | os.PathLike, outfile: str | os
       db = 20 * math.log10(peak) if peak > 0 else -math.inf
       raise InferenceError(f"audio is silent (peak {db:.0f} dBFS): {audio}")
     n_out = audio_lib.num_frames_for_audio(wav.size, fin.fps)
-    windows = audio_lib.mel_windows(audio_lib.melspectrogram(wav), n_out, fin.fps)
+    mel = audio_lib.melspectrogram(wav)
+    windows = audio_lib.mel_windows(mel, n_out, fin.fps)
     out_wav, out_sr = output_audio(audio, wav)
   return PreparedJob(fin, audio, outfile, n_out, windows.astype(np.float32, copy=False),
                      out_wav, out_sr, wav.size / audio_lib.SAMPLE_RATE, timer,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, mel)

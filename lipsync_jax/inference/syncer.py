@@ -14,8 +14,8 @@ import pathlib
 import tempfile
 import threading
 import time
+from typing import Callable
 
-import cv2
 import numpy as np
 
 from lipsync_jax.vision import blending
@@ -26,7 +26,28 @@ from lipsync_jax.inference.options import (CACHE_FORMAT, FACE_SIZE, InferenceErr
                                            InferenceOptions, InputNotFoundError, RunReport,
                                            default_cache_dir, file_sha256)
 from lipsync_jax.inference.pipeline import END, Pipe, StageThread, Stop, Timer, quiet_native_stderr
-from lipsync_jax.inference.sources import FaceInput, FrameSource, PreparedJob, prepare, resize_frame
+from lipsync_jax.inference.sources import (FaceInput, FrameSource, PreparedJob, crop_face,
+                                           prepare, resize_frame)
+
+@dataclasses.dataclass
+class FaceTrack:
+  """The face boxes of a face input's source frames.
+
+  Attributes:
+    box: source index -> (4,) float (x1, y1, x2, y2), padded and smoothed.
+    has_face: source index -> whether that frame has a usable box.
+    face_boxes: (K, 4) the usable boxes (for their size).
+    n_source: source frames (None for a fixed box on a video: not counted).
+    cached: the track came from the box cache.
+    notes: what the user should know (gaps bridged, faces upscaled, ...).
+  """
+  box: Callable[[int], np.ndarray]
+  has_face: Callable[[int], bool]
+  face_boxes: np.ndarray
+  n_source: int | None
+  cached: bool
+  notes: list[str]
+
 
 # jax/flax/orbax are imported where the model is built, so that bad input is
 # reported (by `prepare`) before paying for those imports.
@@ -45,6 +66,10 @@ class LipSyncer:
       (`LipSyncer.from_onnx`): called as runner(mels, u8 crops) -> u8 faces,
       with attributes face_size and batch_size.
   """
+
+  # Each frame is made from its own (80, 16) mel window and face crop
+  # (`generate_faces`), which is what streaming needs (`stream`).
+  frames_from_mel_windows = True
 
   def __init__(self, module, variables, arch: str = "wav2lip",
                options: InferenceOptions | None = None, runner=None, **overrides):
@@ -142,10 +167,15 @@ class LipSyncer:
   def from_checkpoint(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
                       **overrides) -> "LipSyncer":
     """Loads a generator checkpoint (model dir, training workdir or upstream
-    `.pth`) with `checkpoint.load_model`; refuses other architectures."""
-    from lipsync_jax import checkpoint
+    `.pth`) with `checkpoint.load_model`; refuses other architectures. Two-
+    stage model directories and "builtin" load with `inference.load_syncer`
+    (a `two_stage.TwoStageSyncer`)."""
+    from lipsync_jax import checkpoint, two_stage
     from lipsync_jax.models import ALL_GENERATORS
     path = os.fspath(path)
+    if path == "builtin" or two_stage.is_two_stage(path):
+      raise InferenceError(f"{path} is a two-stage model: load it with "
+                           "lipsync_jax.inference.load_syncer (which loads any checkpoint)")
     if not os.path.exists(path):
       raise InputNotFoundError(f"checkpoint not found: {path}")
     loaded = checkpoint.load_model(path, expected_arch=ALL_GENERATORS)
@@ -153,15 +183,16 @@ class LipSyncer:
 
   @classmethod
   def from_onnx(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
-                threads: int = 0, **overrides) -> "LipSyncer":
+                threads: int = 0, spinning: bool = True, **overrides) -> "LipSyncer":
     """A syncer whose generator is an ONNX file from `python -m
-    lipsync_jax.export`, run by onnxruntime (`threads` 0: its default). The
-    file's fixed batch replaces `options.batch_size`."""
+    lipsync_jax.export`, run by onnxruntime (`threads` 0: its default;
+    `spinning` False for streaming: see `export.session`). The file's fixed
+    batch replaces `options.batch_size`."""
     from lipsync_jax.inference.onnx_backend import OnnxGenerator
     path = os.fspath(path)
     if not os.path.isfile(path):
       raise InputNotFoundError(f"ONNX file not found: {path}")
-    runner = OnnxGenerator(path, threads)
+    runner = OnnxGenerator(path, threads, spinning)
     return cls(None, None, runner.arch, options, runner=runner, **overrides)
 
   @property
@@ -201,6 +232,30 @@ class LipSyncer:
     mel = np.zeros((self.batch_size, 80, 16, 1), np.float32)
     crops = np.zeros((self.batch_size, self.face_size, self.face_size, 3), np.uint8)
     jax.block_until_ready(self.generate_batch(self.variables, mel, crops))
+
+  def generate_faces(self, windows: np.ndarray, crops=None, feats=None) -> np.ndarray:
+    """Faces for n <= batch_size frames, in one call of the generator.
+
+    Args:
+      windows: (n, 80, 16) float32 mel windows.
+      crops: (n, S, S, 3) uint8 face crops (S: face_size), or
+      feats: one still face's encoder features (`encode_still`), for all n.
+    Returns:
+      (n, S, S, 3) uint8 faces. The batch is padded to `batch_size` by
+      repeating its last row (sequence models see a still tail).
+    """
+    bs, size, n = self.batch_size, self.face_size, len(windows)
+    mel = np.zeros((bs, 80, 16, 1), np.float32)
+    mel[:n, ..., 0] = windows
+    mel[n:] = mel[n - 1]
+    if feats is not None:
+      out = self.generate_still(self.variables, mel, feats)
+    else:
+      batch_crops = np.zeros((bs, size, size, 3), np.uint8)
+      batch_crops[:n] = np.stack(crops)
+      batch_crops[n:] = batch_crops[n - 1]
+      out = self.generate_batch(self.variables, mel, batch_crops)
+    return np.asarray(out)[:n]
 
   # --- face track -----------------------------------------------------------
 
@@ -297,6 +352,63 @@ class LipSyncer:
       padded = smooth_track(padded, found, self.options.smooth_window)
     return padded
 
+  def _face_track(self, fin: FaceInput, frame_hw: tuple[int, int], timer: Timer) -> FaceTrack:
+    """The face box of every source frame: the fixed `box`, or the cached or
+    detected track, gaps bridged, padded and smoothed. Raises for a photo
+    without a face."""
+    opts = self.options
+    notes: list[str] = []
+    if opts.box is not None:
+      top, bottom, left, right = opts.box
+      fixed = np.array([left, top, right, bottom], np.float64)
+      return self._note_face_size(FaceTrack(
+          lambda src: fixed, lambda src: True, fixed[None],
+          1 if fin.image is not None else None, False, notes))
+    cache_path = self._cache_path(fin)
+    hit = self._read_cache(cache_path)
+    cached = hit is not None
+    if cached:
+      raw_boxes, found = hit
+    else:
+      raw_boxes, found, det_notes = self._detect_all(fin, timer)
+      notes += det_notes
+      self._write_cache(cache_path, raw_boxes, found)
+    if fin.image is not None and not found.any():
+      raise InferenceError(f"no face found in image: {fin.path}")
+    if not found.any():
+      notes.append("no face found in any frame: the video is passed through unchanged")
+    raw_boxes, usable = fill_gaps(raw_boxes, found, opts.max_gap)
+    if usable.sum() > found.sum():
+      notes.append(f"bridged {int(usable.sum() - found.sum())} source frame(s) of "
+                   f"short detection gaps (<= {opts.max_gap} frames)")
+    final = self._final_boxes(raw_boxes, usable, frame_hw)
+    return self._note_face_size(FaceTrack(
+        lambda src: final[src], lambda src: src < len(usable) and bool(usable[src]),
+        final[usable], len(found), cached, notes))
+
+  def _note_face_size(self, track: FaceTrack) -> FaceTrack:
+    """Adds a note when the faces are smaller than the model's."""
+    boxes = track.face_boxes
+    if len(boxes):
+      side = float(np.median(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+      if side < self.face_size:
+        track.notes.append(f"the face is about {side:.0f} px, smaller than the model's "
+                           f"{self.face_size} px faces: it is upscaled")
+    return track
+
+  # --- streaming --------------------------------------------------------------
+
+  def stream(self, face: str | os.PathLike, *, channels: int = 1, warmup: bool = True):
+    """A `stream.StreamSession` on `face`, a video (played back and forth)
+    or a photo: its boxes, crops and (photo) encoder features are prepared
+    now, and the generator is run once (`warmup`) so that the first frame
+    does not wait for a compilation. Audio is then pushed in PCM chunks of
+    any size (16 kHz, int16 or float32, `channels` channels). Frames come in
+    micro-batches of `batch_size`: build the syncer with 1 to 4 for low
+    latency. A face input without any face is a one-line InferenceError."""
+    from lipsync_jax.inference.stream import StreamSession  # pylint: disable=import-outside-toplevel
+    return StreamSession(self, face, channels=channels, warmup=warmup)
+
   # --- the run --------------------------------------------------------------
 
   def run(self, face: str | os.PathLike, audio: str | os.PathLike,
@@ -313,44 +425,10 @@ class LipSyncer:
     fw, fh = resize_frame(np.zeros((fin.height, fin.width, 1), np.uint8),
                            opts.resize_factor).shape[1::-1]
 
-    # Face track per source frame.
-    cached = False
-    n_source: int | None = 1 if fin.image is not None else None
-    if opts.box is not None:
-      top, bottom, left, right = opts.box
-      fixed = np.array([left, top, right, bottom], np.float64)
-      track = lambda src: fixed
-      has_face = lambda src: True
-      face_boxes = fixed[None]
-    else:
-      cache_path = self._cache_path(fin)
-      hit = self._read_cache(cache_path)
-      if hit is not None:
-        raw_boxes, found = hit
-        cached = True
-      else:
-        raw_boxes, found, det_notes = self._detect_all(fin, timer)
-        notes += det_notes
-        self._write_cache(cache_path, raw_boxes, found)
-      n_source = len(found)
-      if fin.image is not None and not found.any():
-        raise InferenceError(f"no face found in image: {fin.path}")
-      if not found.any():
-        notes.append("no face found in any frame: the video is passed through unchanged")
-      raw_boxes, usable = fill_gaps(raw_boxes, found, opts.max_gap)
-      if usable.sum() > found.sum():
-        notes.append(f"bridged {int(usable.sum() - found.sum())} source frame(s) of "
-                     f"short detection gaps (<= {opts.max_gap} frames)")
-      final = self._final_boxes(raw_boxes, usable, (fh, fw))
-      track = lambda src: final[src]
-      has_face = lambda src: src < len(usable) and bool(usable[src])
-      face_boxes = final[usable]
-    if len(face_boxes):
-      side = float(np.median(np.minimum(face_boxes[:, 2] - face_boxes[:, 0],
-                                        face_boxes[:, 3] - face_boxes[:, 1])))
-      if side < self.face_size:
-        notes.append(f"the face is about {side:.0f} px, smaller than the model's "
-                     f"{self.face_size} px faces: it is upscaled")
+    face_track = self._face_track(fin, (fh, fw), timer)
+    track, has_face = face_track.box, face_track.has_face
+    cached, n_source = face_track.cached, face_track.n_source
+    notes += face_track.notes
 
     with tempfile.TemporaryDirectory(prefix="lipsync_") as tmpdir:
       source = FrameSource(fin, opts.resize_factor, n_source, tmpdir)
@@ -358,7 +436,8 @@ class LipSyncer:
       still = (fin.image is not None and opts.reuse_face_features
                and self.reuses_face_features)
       frames_without_face, first_frame_at = self._generate_and_write(
-          source, n_out, job.windows, track, has_face, fin.fps, (fw, fh),
+          source, n_out, self._frame_inputs(job, source, face_track), track, has_face,
+          fin.fps, (fw, fh),
           (job.wav, job.sample_rate), job.outfile, timer, still)
       n_source = source.n_source or n_source or n_out
 
@@ -376,6 +455,14 @@ class LipSyncer:
                      audio_seconds=job.audio_seconds,
                      ping_pong=fin.image is None and n_out > n_source,
                      detection_cached=cached, timings=timings, notes=notes)
+
+  def _frame_inputs(self, job: PreparedJob, source: FrameSource,
+                    face_track: FaceTrack) -> np.ndarray:
+    """What `generate_faces` gets per output frame: the mel windows (n_out,
+    80, 16). Generators with other per-frame inputs (the two-stage model's
+    mel context and the face's lips) override this."""
+    del source, face_track
+    return job.windows
 
   def _generate_and_write(self, source: FrameSource, n_out: int, windows: np.ndarray,
                           track, has_face, fps: float, size: tuple[int, int],
@@ -407,13 +494,9 @@ class LipSyncer:
           if item is None:
             break
           j, src, frame = item
-          box = None
-          if has_face(src):
-            box = blending.clip_box(track(src), frame.shape)
+          box, face = crop_face(frame, track(src), crop) if has_face(src) else (None, None)
           if box is not None:
-            x1, y1, x2, y2 = box
-            crops.append(cv2.resize(frame[y1:y2, x1:x2], (crop, crop),
-                                    interpolation=cv2.INTER_AREA))
+            crops.append(face)
             rows.append(j)
           frames.append(frame)
           boxes.append(box)
@@ -429,20 +512,9 @@ class LipSyncer:
         out = None
         if crops:
           with timer("generate"):
-            n = len(crops)
-            batch_mel = np.zeros((bs, 80, 16, 1), np.float32)
-            batch_mel[:n, ..., 0] = windows[np.asarray(rows)]
-            batch_mel[n:] = batch_mel[n - 1]
-            if still:
-              if feats is None:
-                feats = self.encode_still(self.variables, crops[0][None])
-              out = self.generate_still(self.variables, batch_mel, feats)
-            else:
-              batch_crops = np.zeros((bs, crop, crop, 3), np.uint8)
-              batch_crops[:n] = np.stack(crops)
-              batch_crops[n:] = batch_crops[n - 1]  # sequence models see a still tail
-              out = self.generate_batch(self.variables, batch_mel, batch_crops)
-            out = np.asarray(out)[:n]
+            if still and feats is None:
+              feats = self.encode_still(self.variables, crops[0][None])
+            out = self.generate_faces(windows[np.asarray(rows)], crops, feats)
         to_paste.put((frames, boxes, out))
       to_paste.put(END)
 

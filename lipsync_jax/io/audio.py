@@ -259,11 +259,19 @@ def mel_windows(mel: np.ndarray, n_frames: int, fps: float,
   if fps <= 0:
     raise ValueError(f"fps must be positive, got {fps}")
   mel = _pad_to_window(mel, columns)
-  starts = (MEL_STEPS_PER_SECOND * np.arange(n_frames, dtype=np.float64)
-            / fps).astype(np.int64)
-  starts = np.minimum(starts, mel.shape[1] - columns)
+  starts = window_starts(np.arange(n_frames), fps, mel.shape[1], columns)
   idx = starts[:, None] + np.arange(columns)[None, :]  # (n_frames, columns)
   return np.ascontiguousarray(mel[:, idx].transpose(1, 0, 2))
+
+
+def window_starts(frames: np.ndarray, fps: float, num_columns: int | None = None,
+                  columns: int = MEL_WINDOW) -> np.ndarray:
+  """First mel column of each frame's window, `int(80 * i / fps)`, for the
+  `(n,)` frame indices `frames`; with `num_columns` (the mel's length, >=
+  `columns`) clamped so that every window ends inside the mel. -> `(n,)` int64.
+  """
+  starts = (MEL_STEPS_PER_SECOND * np.asarray(frames, np.float64) / fps).astype(np.int64)
+  return starts if num_columns is None else np.minimum(starts, num_columns - columns)
 
 
 def num_frames_for_audio(num_samples: int, fps: float,
@@ -281,3 +289,64 @@ def num_frames_for_audio(num_samples: int, fps: float,
   if fps <= 0:
     raise ValueError(f"fps must be positive, got {fps}")
   return max(1, math.floor(num_samples * fps / sr + 0.5))
+
+
+class MelStream:
+  """`melspectrogram` of a waveform that arrives in pieces, column by column.
+
+  Column c of the centred STFT covers samples [200 c - 400, 200 c + 400), so
+  it is final once sample 200 c + 400 has arrived (one more: column 0's
+  reflect padding reads sample 400): `push` returns the columns
+  that became final, `finish` the rest (those that reach past the end, with
+  the end's reflect padding) and starts a new waveform. Every piece is
+  `melspectrogram` of a slice that starts 3 columns (600 samples) before the
+  first column it returns (at sample 0 for the first 3 columns), so the
+  slice's own pre-emphasis and padding touch no column that is kept: the
+  columns equal those of `melspectrogram(whole waveform)` (bit for bit on
+  numpy's FFT; the tests compare). Only the last ~1000 samples are kept.
+  """
+
+  _CONTEXT = 3  # columns before the first returned one: 600 samples > the 400-sample pad
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    """Forgets the waveform: the next sample is sample 0 of a new one."""
+    self._wav = np.zeros(0, np.float32)  # samples [self._offset, self.samples)
+    self._offset = 0
+    self.samples = 0   # samples pushed since the last reset
+    self.columns = 0   # columns returned since the last reset
+
+  def push(self, wav: np.ndarray) -> np.ndarray:
+    """Appends `(n,)` float32 samples at 16 kHz; returns the `(80, k)` columns
+    that became final (k >= 0)."""
+    wav = np.asarray(wav, np.float32).reshape(-1)
+    self._wav = np.concatenate([self._wav, wav])
+    self.samples += wav.size
+    # Column c needs samples up to 200 c + 399, and column 0's reflect pad
+    # sample 400: one sample more than 200 c + 400 for every column.
+    final = max(0, (self.samples - N_FFT // 2 - 1) // HOP_LENGTH + 1)
+    return self._take(final, HOP_LENGTH * (final - 1) + N_FFT // 2 + 1)
+
+  def finish(self) -> np.ndarray:
+    """The remaining `(80, k)` columns of the waveform as `melspectrogram`
+    computes them (`num_mel_columns(samples)` in all), then `reset`."""
+    cols = (self._take(num_mel_columns(self.samples), self.samples) if self.samples
+            else np.zeros((NUM_MELS, 0), np.float32))
+    self.reset()
+    return cols
+
+  def _take(self, stop: int, end_sample: int) -> np.ndarray:
+    """Columns [self.columns, stop) from the samples before `end_sample`."""
+    start = self.columns
+    if stop <= start:
+      return np.zeros((NUM_MELS, 0), np.float32)
+    skip = min(start, self._CONTEXT)
+    first = HOP_LENGTH * (start - skip)  # a multiple of the hop: columns line up
+    mel = melspectrogram(self._wav[first - self._offset:end_sample - self._offset])
+    self.columns = stop
+    keep = HOP_LENGTH * max(0, stop - self._CONTEXT)
+    self._wav = self._wav[keep - self._offset:]
+    self._offset = keep
+    return mel[:, skip:skip + stop - start]

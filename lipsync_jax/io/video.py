@@ -303,11 +303,16 @@ class VideoWriter:
     with VideoWriter("out.mp4", 25, w, h, audio=(wav, 16000)) as writer:
       for frame in frames:
         writer.write(frame)
+
+  Live output (`fragmented=True`, for `infer.py --stream`): a fragmented mp4
+  (a fragment per keyframe, one keyframe a second, x264 without look-ahead
+  or B-frames), and the audio arrives with the frames instead of up front:
+  `audio=(None, rate)` and `write(frame, audio=samples)`.
   """
 
   def __init__(self, path: PathLike, fps: float, width: int, height: int,
-               audio: Optional[tuple[np.ndarray, int]] = None,
-               crf: int = 18, preset: str = "veryfast"):
+               audio: Optional[tuple[Optional[np.ndarray], int]] = None,
+               crf: int = 18, preset: str = "veryfast", fragmented: bool = False):
     self.path = os.path.abspath(os.fspath(path))
     if not fps > 0:
       raise VideoError(f"fps must be positive, got {fps}")
@@ -329,8 +334,12 @@ class VideoWriter:
     self.num_frames = 0
     self._tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{ext}")
     self._closed = False
+    self._live_audio = audio is not None and audio[0] is None
+    if fragmented and ext == ".mkv":
+      raise VideoError(f"a fragmented output must be .mp4, .m4v or .mov, not {path}")
 
-    wav, sr = self._prepare_audio(audio)
+    wav, sr = (None, int(audio[1])) if self._live_audio else self._prepare_audio(audio)
+    movflags = "+frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
     try:
       # PyAV only opens the file at the first packet: create it now so an
       # unwritable destination fails here, not after minutes of inference.
@@ -338,7 +347,7 @@ class VideoWriter:
         pass
       self._container = av.open(
           self._tmp, "w", format=_OUTPUT_FORMATS[ext],
-          options={"movflags": "+faststart"} if ext != ".mkv" else {})
+          options={"movflags": movflags} if ext != ".mkv" else {})
     except (av.error.FFmpegError, OSError) as e:
       with contextlib.suppress(OSError):
         os.remove(self._tmp)
@@ -346,9 +355,10 @@ class VideoWriter:
           f"cannot create output in {folder}: {_error_text(e)}") from None
     try:
       rate = _as_rate(self.fps)
-      self._vstream = self._container.add_stream(
-          "libx264", rate=rate,
-          options={"crf": str(crf), "preset": preset})
+      x264 = {"crf": str(crf), "preset": preset}
+      if fragmented:  # every frame out at once; a fragment a second
+        x264.update(tune="zerolatency", g=str(max(1, round(self.fps))))
+      self._vstream = self._container.add_stream("libx264", rate=rate, options=x264)
       self._vstream.width = self.width
       self._vstream.height = self.height
       self._vstream.pix_fmt = "yuv420p"
@@ -361,7 +371,7 @@ class VideoWriter:
       self._wav = wav
       self._sr = sr
       self._audio_pos = 0
-      if wav is not None:
+      if wav is not None or self._live_audio:
         self._astream = self._container.add_stream("aac", rate=sr)
         self._astream.layout = "mono"
         self._astream.codec_context.bit_rate = 64000
@@ -398,21 +408,28 @@ class VideoWriter:
     """Encodes audio up to sample `num_samples` (None: all of it)."""
     if self._astream is None:
       return
+    if self._live_audio:
+      return
     end = len(self._wav) if num_samples is None else min(num_samples,
                                                          len(self._wav))
-    if end <= self._audio_pos:
-      return
-    chunk = self._wav[self._audio_pos:end]
-    frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp",
-                                       layout="mono")
+    if end > self._audio_pos:
+      self._encode_audio(self._wav[self._audio_pos:end])
+
+  def _encode_audio(self, chunk: np.ndarray) -> None:
+    """Encodes `(n,)` float32 mono samples that follow those already written."""
+    frame = av.AudioFrame.from_ndarray(
+        np.clip(np.asarray(chunk, np.float32), -1.0, 1.0)[None, :], format="fltp",
+        layout="mono")
     frame.sample_rate = self._sr
     frame.pts = self._audio_pos
     frame.time_base = fractions.Fraction(1, self._sr)
-    self._audio_pos = end
+    self._audio_pos += len(chunk)
     self._mux(self._astream.encode(frame))
 
-  def write(self, frame: np.ndarray) -> None:
-    """Encodes one BGR uint8 `(height, width, 3)` frame (the constructor size)."""
+  def write(self, frame: np.ndarray, audio: Optional[np.ndarray] = None) -> None:
+    """Encodes one BGR uint8 `(height, width, 3)` frame (the constructor size)
+    and, for live audio (`audio=(None, rate)`), the `(n,)` float32 samples
+    that play with it."""
     if self._closed:
       raise VideoError("VideoWriter is closed")
     frame = np.asarray(frame)
@@ -428,7 +445,10 @@ class VideoWriter:
     vf.pts = self.num_frames
     self.num_frames += 1
     self._mux(self._vstream.encode(vf))
-    if self._astream is not None:
+    if self._live_audio:
+      if audio is not None and len(audio):
+        self._encode_audio(audio)
+    elif self._astream is not None:
       self._write_audio_until(math.ceil(self.num_frames / self.fps * self._sr))
 
   def close(self) -> None:

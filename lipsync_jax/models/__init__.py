@@ -23,6 +23,10 @@ Architectures (see `ARCHS`):
                      mode="inpaint" (Wav2Lip's inputs) or "one_shot" (identity (B,96,96,3))
   audio_to_au        its audio-to-AU module alone, audio (B,T,80,16,1) -> AU features, logits
   au_classifier      AU loss network, lower-half crops (N,48,96,3) -> (N,K) AU logits
+  audio_to_lips      two-stage model, stage 1: mel context (N,80,32,1) + neutral lips
+                     (N,40,2) -> lips (N,40,2)
+  lip_renderer       two-stage model, stage 2: lips (B,T,40,2) + faces (B,T,96,96,6)
+                     -> (B,T,96,96,3); see inference/two_stage.py for both together
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ ARCHS: dict[str, tuple[str, str]] = {
     "au_tcn": ("lipsync_jax.models.au_tcn", "AUTCN"),
     "audio_to_au": ("lipsync_jax.models.au_tcn", "AudioToAU"),
     "au_classifier": ("lipsync_jax.models.au_tcn", "AUClassifier"),
+    # The two-stage real-face model: audio -> lip landmarks -> renderer.
+    "audio_to_lips": ("lipsync_jax.models.audio_to_lips", "AudioToLips"),
+    "lip_renderer": ("lipsync_jax.models.lip_renderer", "LipRenderer"),
 }
 
 GENERATORS = ("wav2lip", "lpips_attnwav2lip")

@@ -71,6 +71,17 @@ ADAIN_POSITIONS = ("before_skip", "after_fuse")
 UPSAMPLERS = ("transpose", "resize")
 
 
+def level_widths(encoder_widths: Sequence[int], width_multiplier: float,
+                 face_size: int | None) -> tuple[int, ...]:
+  """The U-Net's level widths: `encoder_widths` scaled by the width
+  multiplier, with the levels a large `face_size` adds (the first width
+  again) in front (`layers.extra_levels`)."""
+  widths = tuple(encoder_widths)
+  if face_size is not None:
+    widths = widths[:1] * extra_levels(int(face_size)) + widths
+  return tuple(scaled(int(w), width_multiplier) for w in widths)
+
+
 class EncoderLevel(nn.Module):
   """CBR (stride 1 k7 for level 0, stride 2 k3 after), then ResCBAM blocks.
 
@@ -225,10 +236,7 @@ class LPIPSAttnWav2Lip(nn.Module):
   def widths(self) -> tuple[int, ...]:
     """Encoder level widths after the width multiplier, with the levels a
     large `face_size` adds (repeating the first width) in front."""
-    widths = tuple(self.encoder_widths)
-    if self.face_size is not None:
-      widths = widths[:1] * extra_levels(int(self.face_size)) + widths
-    return tuple(scaled(int(w), self.width_multiplier) for w in widths)
+    return level_widths(self.encoder_widths, self.width_multiplier, self.face_size)
 
   def embed_audio(self, audio: jax.Array, train: bool = False) -> jax.Array:
     """The audio path: mel windows (N, 80, 16, 1) -> embedding a (N, 512*wm).

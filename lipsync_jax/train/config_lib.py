@@ -13,7 +13,7 @@ import pathlib
 
 import ml_collections
 
-PHASES = ("syncnet", "generator", "au")
+PHASES = ("syncnet", "generator", "au", "lips")
 EXPERT_BN_MODES = ("running", "batch")
 
 
@@ -88,6 +88,21 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     # au_classifier / audio_to_au on the stored AU labels (au_tcn stages).
     c.best_metric = "loss"
     c.data.options.with_aus = True
+  elif phase == "lips":
+    # audio_to_lips on the stored lip tracks (the two-stage model's stage 1).
+    c.best_metric = "lips"
+    c.lips_expert = "builtin"       # landmark expert of the sync loss: "builtin",
+                                    # a lip_sync model dir, or "" (none)
+    c.loss = ml_collections.ConfigDict()
+    c.loss.lips = 1.0               # |pred - lips| (96-crop px)
+    c.loss.motion = 1.0             # |frame-to-frame motion error|
+    c.loss.gap = 0.0                # |inner-lip opening error| (the GRID model: 1)
+    c.loss.gap_std = 0.0            # |how far the opening moves in a window, error| (GRID: 1)
+    c.loss.sync = 0.1               # the expert's -log p(in sync) on predicted lips
+    c.loss.smooth = 0.1             # |second difference| (jitter)
+    c.data.options.lip_frames = 9   # frames per sample (5-frame sync windows inside)
+    c.data.options.lip_context = 32  # mel columns per frame (model.overrides.context)
+    c.data.options.single_frame_rest = 0.25
   else:
     c.best_metric = "loss"
     c.syncnet_checkpoint = ""       # path, "builtin" (the shipped landmark expert),

@@ -20,6 +20,8 @@ The families:
   alignment losses, visual-visual sync through a frozen lip encoder.
 * `AUTCNFamily`: windows of frames, one-shot or inpainting, the audio-to-AU
   loss and (with an AU classifier) the AU consistency loss.
+* `LipRendererFamily`: the two-stage model's renderer, driven by the target
+  frames' true lips (`batch["lips"]`) instead of audio.
 
 A new generator kind registers its family with `register_family`.
 """
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 from lipsync_jax import losses
 from lipsync_jax import models
 from lipsync_jax.models import au_tcn
+from lipsync_jax.models import lip_renderer
 from lipsync_jax.models import synctalkface
 
 Array = jax.Array
@@ -141,9 +144,22 @@ class AUTCNFamily(GeneratorFamily):
     return (pred,), parts, stats
 
 
+@dataclasses.dataclass(frozen=True)
+class LipRendererFamily(GeneratorFamily):
+  """`gen(lips (B,T,40,2), faces (B,T,S,S,6))`: needs `batch["lips"]`
+  (`data.options.with_lips`). It never reads audio, so it trains with no
+  expert and no sync loss (reconstruction, LPIPS and GAN only)."""
+  name = "lip_renderer"
+
+  def forward(self, variables, batch, faces, gt, frozen, train, rng):
+    pred, stats = apply_module(self.gen, variables, batch["lips"], faces, train=train, rng=rng)
+    return (pred.astype(jnp.float32),), {}, stats
+
+
 _FAMILIES: dict[type, Callable[..., GeneratorFamily]] = {
     synctalkface.SyncTalkFace: SyncTalkFaceFamily,
     au_tcn.AUTCN: AUTCNFamily,
+    lip_renderer.LipRenderer: LipRendererFamily,
 }
 
 

@@ -142,6 +142,8 @@ def make_expert_apply(expert: nn.Module, bn_mode: str):
   """
   if bn_mode not in ("running", "batch"):
     raise ValueError(f"expert_bn must be 'running' or 'batch', got {bn_mode!r}")
+  if expert is None:  # a generator trained with no sync loss (the lip renderer)
+    return None
 
   def apply(variables, audio, faces):
     if bn_mode == "batch":
@@ -204,8 +206,9 @@ def _generator_parts(family: families.GeneratorFamily, expert_apply, lpips_apply
     sfx = "" if i == 0 else "_value"
     pred = pred.astype(jnp.float32)
     parts["l1" + sfx] = losses.l1(pred, gt)
-    parts["sync" + sfx], _ = losses.sync_loss(
-        functools.partial(expert_apply, frozen["expert"]), pred, batch["sync_audio"])
+    if expert_apply is not None:
+      parts["sync" + sfx], _ = losses.sync_loss(
+          functools.partial(expert_apply, frozen["expert"]), pred, batch["sync_audio"])
     if lpips_apply is not None and loss_cfg.lpips:
       parts["lpips" + sfx] = losses.lpips_loss(
           functools.partial(lpips_apply, frozen["lpips"]), pred, gt)
@@ -369,6 +372,115 @@ def make_au_eval_step(model: nn.Module):
 # -----------------------------------------------------------------------------
 # Compilation on a mesh.
 # -----------------------------------------------------------------------------
+
+# -----------------------------------------------------------------------------
+# Audio to lips (the two-stage model's first stage).
+# -----------------------------------------------------------------------------
+
+LIPS_LOSSES = ("lips", "motion", "gap", "gap_std", "sync", "smooth")
+INNER_UPPER, INNER_LOWER = 35, 25   # lip_landmarks.INNER_UPPER / INNER_LOWER
+CROP_PX = 96.0  # landmark errors are reported in pixels of a 96 px crop
+
+
+def _lips_parts(model: nn.Module, expert: nn.Module | None, params: PyTree,
+                frozen: PyTree, batch: Batch) -> tuple[Metrics, Array]:
+  """Loss parts of an `audio_to_lips` model on (B, T) windows of frames.
+
+  batch: mel (B,T,80,C,1), neutral (B,T,40,2), lips (B,T,40,2) (targets),
+  sync_audio (B,T-4,80,16,1). Parts (landmark terms in 96-crop pixels):
+    lips    mean |pred - lips|
+    motion  mean |(pred[t+1] - pred[t]) - (lips[t+1] - lips[t])|: the
+            movement, which plain regression to positions damps
+    gap     mean |opening(pred) - opening(lips)|, the opening being the
+            vertical distance between the inner lips' midpoints: the part of
+            the mouth that speech drives
+    gap_std mean over windows of |std_t opening(pred) - std_t opening(lips)|:
+            how far the mouth moves, which regression to the mean shrinks
+    smooth  mean |pred[t+1] - 2 pred[t] + pred[t-1]| (jitter)
+    sync    the frozen landmark expert's -log p(in sync) of every 5-frame
+            window of predicted lips with its mel window (needs `expert`;
+            frozen["expert"] its variables, frozen["expert_head"] its
+            {"scale", "bias"})
+  Returns (parts, pred (B,T,40,2)).
+  """
+  mel, neutral, lips = batch["mel"], batch["neutral"], batch["lips"]
+  b, t = lips.shape[:2]
+  pred = model.apply({"params": params}, mel.reshape((b * t,) + mel.shape[2:]),
+                     neutral.reshape((b * t,) + neutral.shape[2:])).reshape(lips.shape)
+  parts = {"lips": CROP_PX * jnp.mean(jnp.abs(pred - lips)),
+           "motion": CROP_PX * jnp.mean(jnp.abs(jnp.diff(pred, axis=1) - jnp.diff(lips, axis=1))),
+           "smooth": CROP_PX * jnp.mean(jnp.abs(jnp.diff(pred, n=2, axis=1)))}
+  opening = lambda x: x[..., INNER_LOWER, 1] - x[..., INNER_UPPER, 1]   # (B, T)
+  gp, gt = opening(pred), opening(lips)
+  parts["gap"] = CROP_PX * jnp.mean(jnp.abs(gp - gt))
+  # sqrt(var + eps): the std's gradient is finite at a still mouth (std 0).
+  std = lambda x: jnp.sqrt(jnp.var(x, axis=1) + 1e-10)
+  parts["gap_std"] = CROP_PX * jnp.mean(jnp.abs(std(gp) - std(gt)))
+  if expert is not None:
+    parts["sync"] = landmark_sync_loss(expert, frozen, pred, batch["sync_audio"])
+  return parts, pred
+
+
+def landmark_sync_loss(expert: nn.Module, frozen: PyTree, lips: Array,
+                       sync_audio: Array) -> Array:
+  """Mean -log p(in sync) of the landmark expert over every window of
+  `expert.window` consecutive frames of `lips` (B,T,40,2) with its mel
+  window `sync_audio` (B,T-window+1,80,16,1)."""
+  b, t = lips.shape[:2]
+  w = expert.window
+  n = t - w + 1
+  windows = jnp.stack([lips[:, k:k + w] for k in range(n)], axis=1)   # (B, n, w, 40, 2)
+  audio = sync_audio.reshape((b * n,) + sync_audio.shape[2:])
+  a, v = expert.apply(frozen["expert"], audio, windows.reshape((b * n,) + windows.shape[2:]))
+  head = frozen["expert_head"]
+  logit = head["scale"] * jnp.sum(a * v, axis=-1) + head["bias"]
+  return jnp.mean(jax.nn.softplus(-logit))
+
+
+def combine_lips_losses(parts: Metrics, loss_cfg: Any) -> Array:
+  """sum over LIPS_LOSSES of loss_cfg[name] * part (missing parts count 0)."""
+  total = jnp.float32(0.0)
+  for name in LIPS_LOSSES:
+    w = float(loss_cfg.get(name, 0.0))
+    if w and name in parts:
+      total = total + w * parts[name]
+  return total
+
+
+def make_lips_train_step(model: nn.Module, expert: nn.Module | None, loss_cfg: Any) -> StepFn:
+  """One optimiser step of an `audio_to_lips` model (`_lips_parts`)."""
+
+  def step(state: TrainState, batch: Batch, rng: Array):
+    del rng
+
+    def loss_fn(tr):
+      parts, _ = _lips_parts(model, expert, tr["model"], state.frozen, batch)
+      return combine_lips_losses(parts, loss_cfg), parts
+
+    trainable = {"model": state.params, "head": state.head}
+    (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    new, opt_state = _apply_updates(state.tx, grads, state.opt_state, trainable)
+    metrics = dict(parts, loss=total, grad_norm=optax.tree.norm(grads["model"]))
+    return state.replace(params=new["model"], opt_state=opt_state,
+                         step=state.step + 1), metrics
+
+  return step
+
+
+def make_lips_eval_step(model: nn.Module, expert: nn.Module | None, loss_cfg: Any):
+  """Eval step -> metrics: the loss parts, plus the expert's sync loss of the
+  true lips (`sync_true`: the level a perfect prediction would reach)."""
+
+  def step(state: TrainState, batch: Batch):
+    parts, _ = _lips_parts(model, expert, state.params, state.frozen, batch)
+    metrics = dict(parts, loss=combine_lips_losses(parts, loss_cfg))
+    if expert is not None:
+      metrics["sync_true"] = landmark_sync_loss(expert, state.frozen, batch["lips"],
+                                                batch["sync_audio"])
+    return metrics
+
+  return step
+
 
 def state_shardings(state: TrainState, mesh: Mesh,
                     min_size: int = 2**18) -> TrainState:

@@ -50,7 +50,9 @@ IMG = 96
 
 # Generators the trainer handles (synctalkface_paper is a 128 px model preset;
 # the experts and datasets here are 96 px).
-TRAINABLE_GENERATORS = models.GENERATORS + ("synctalkface", "au_tcn")
+TRAINABLE_GENERATORS = models.GENERATORS + ("synctalkface", "au_tcn", "lip_renderer")
+# Generators trained by reconstruction alone: no expert, no sync loss.
+NO_SYNC_GENERATORS = ("lip_renderer",)
 AU_ARCHS = ("au_classifier", "audio_to_au")
 
 
@@ -67,9 +69,9 @@ class TrainingDiverged(RuntimeError):
 # -----------------------------------------------------------------------------
 
 def _validate(config: ml_collections.ConfigDict) -> None:
-  if config.phase not in ("syncnet", "generator", "au"):
-    raise TrainConfigError(f"config.phase must be 'syncnet', 'generator' or 'au', "
-                           f"got {config.phase!r}")
+  if config.phase not in ("syncnet", "generator", "au", "lips"):
+    raise TrainConfigError(f"config.phase must be 'syncnet', 'generator', 'au' or "
+                           f"'lips', got {config.phase!r}")
   if not config.data_dir:
     raise TrainConfigError("config.data_dir is not set (pass --config.data_dir=DIR)")
   if not os.path.isdir(config.data_dir):
@@ -85,6 +87,17 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     raise TrainConfigError(f"the syncnet phase trains 'syncnet_color', not {arch!r}")
   if config.phase == "au" and arch not in AU_ARCHS:
     raise TrainConfigError(f"the au phase trains one of {AU_ARCHS}, not {arch!r}")
+  if config.phase == "lips" and arch != "audio_to_lips":
+    raise TrainConfigError(f"the lips phase trains 'audio_to_lips', not {arch!r}")
+  if config.phase == "lips":
+    ctx = int(config.model.overrides.get("context", 32))
+    if int(config.data.options.get("lip_context", 32)) != ctx:
+      raise TrainConfigError(f"config.data.options.lip_context must equal the model's "
+                             f"mel context ({ctx}: model.overrides.context)")
+  if arch == "lip_renderer" and not config.data.options.get("with_lips", False):
+    raise TrainConfigError("lip_renderer trains on lip tracks: set "
+                           "config.data.options.with_lips=True (and run "
+                           "data_prep/lip_tracks.py on the dataset)")
   if config.phase == "generator":
     if arch not in TRAINABLE_GENERATORS:
       raise TrainConfigError(f"config.model.arch must be one of {TRAINABLE_GENERATORS}, "
@@ -107,7 +120,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
       raise TrainConfigError("au_tcn needs config.audio_to_au_checkpoint (train one with "
                              "configs/audio_to_au.py) or model.overrides."
                              "finetune_audio_to_au=True with loss.a2au > 0")
-    if not config.syncnet_checkpoint:
+    if not config.syncnet_checkpoint and arch not in NO_SYNC_GENERATORS:
       raise TrainConfigError("config.syncnet_checkpoint is not set: the generator needs "
                              "a trained expert (a workdir, model dir or .pth)")
     if config.expert_bn not in ("running", "batch"):
@@ -117,7 +130,10 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The `models.create` kwargs of the trained model (export config)."""
-  kw = {"width_multiplier": float(config.model.width_multiplier)}
+  kw = {}
+  if "width_multiplier" in getattr(models.model_class(config.model.arch),
+                                   "__dataclass_fields__", {}):
+    kw["width_multiplier"] = float(config.model.width_multiplier)
   kw.update(config.model.overrides.to_dict())
   return kw
 
@@ -152,6 +168,10 @@ def _dummy_inputs(arch: str, size: int = IMG) -> tuple[Any, ...]:
     return (jnp.zeros((1, 5, 80, 16, 1)),)
   if arch == "au_classifier":
     return (jnp.zeros((1, IMG // 2, IMG, 3)),)
+  if arch == "lip_renderer":
+    return (jnp.full((1, 40, 2), 0.5), jnp.zeros((1, size, size, 6)))
+  if arch == "audio_to_lips":
+    return (jnp.zeros((1, 80, 32, 1)), jnp.full((1, 40, 2), 0.5))
   raise TrainConfigError(f"the trainer cannot build {arch!r}; it trains "
                          f"{', '.join(TRAINABLE_GENERATORS + AU_ARCHS)}, "
                          "syncnet_color and wav2lip_disc_qual")
@@ -279,9 +299,16 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
     state = state_lib.create_state(params, batch_stats, tx)
     train_step = steps_lib.make_au_train_step(model)
     eval_step = steps_lib.make_au_eval_step(model)
+  elif config.phase == "lips":
+    expert, frozen = _lips_expert(config)
+    state = state_lib.create_state(params, batch_stats, tx, frozen=frozen)
+    train_step = steps_lib.make_lips_train_step(model, expert, config.loss)
+    eval_step = steps_lib.make_lips_eval_step(model, expert, config.loss)
   else:
     frozen = {}
-    if config.syncnet_checkpoint == "random":
+    if arch in NO_SYNC_GENERATORS:
+      expert = None
+    elif config.syncnet_checkpoint == "random":
       expert = models.create("syncnet_color", dtype=dtype,
                              width_multiplier=float(config.expert_width_multiplier))
       e_params, e_stats = _init_variables(expert, jax.random.PRNGKey(1),
@@ -344,8 +371,30 @@ def build(config: ml_collections.ConfigDict, mesh, *, with_frozen: bool = True,
                mesh=mesh, model=model)
 
 
+def _lips_expert(config) -> tuple[Any, dict[str, Any]]:
+  """The frozen landmark expert of the lips phase's sync loss
+  (`config.lips_expert`: "builtin", a `lip_sync` model dir, or "" for none)
+  and its frozen variables {"expert", "expert_head"}."""
+  path = config.get("lips_expert", "")
+  if not path or float(config.loss.get("sync", 0.0)) == 0.0:
+    return None, {}
+  if path == "builtin":
+    from lipsync_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
+    path = metrics.builtin_scorer_path()
+  loaded = model_ckpt.load_model(path, expected_arch="lip_sync")
+  if loaded.meta.get("inputs", {}).get("normalise", False):
+    raise TrainConfigError(f"{path}: a per-clip normalised expert cannot judge predicted "
+                           "lips window by window; use an expert trained with "
+                           "normalise=False")
+  expert = models.create("lip_sync", **dict(loaded.config))
+  head = {"scale": jnp.float32(loaded.meta["logit_scale"]),
+          "bias": jnp.float32(loaded.meta["logit_bias"])}
+  return expert, {"expert": jax.tree_util.tree_map(jnp.asarray, dict(loaded.variables)),
+                  "expert_head": head}
+
+
 def _loader_kind(config) -> str:
-  return "syncnet" if config.phase == "syncnet" else "generator"
+  return {"syncnet": "syncnet", "lips": "lips"}.get(config.phase, "generator")
 
 
 def make_train_loader(config):
@@ -406,7 +455,7 @@ def evaluate(setup: Setup, config, val_loader) -> tuple[dict[str, float], Any]:
 
 
 _BATCH_KEYS = {"faces", "audio", "label", "target", "reference", "sync_audio",
-               "context", "aus", "au_valid"}
+               "context", "aus", "au_valid", "lips", "mel", "neutral"}
 
 
 def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -415,7 +464,8 @@ def _model_inputs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _poison(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   out = dict(batch)
-  out["audio"] = np.full_like(batch["audio"], np.nan)
+  key = "audio" if "audio" in batch else "mel"
+  out[key] = np.full_like(batch[key], np.nan)
   return out
 
 
@@ -613,7 +663,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.eval(step, eval_m)
           if config.phase == "generator":
             sw = float(setup.state.sync_weight)
-            if (sw != float(config.sync_schedule.value)
+            if ("sync" in eval_m and sw != float(config.sync_schedule.value)
                 and eval_m["sync"] < float(config.sync_schedule.threshold)):
               setup.state = setup.state.replace(sync_weight=jax.device_put(
                   jnp.float32(config.sync_schedule.value), repl))

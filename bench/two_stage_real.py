@@ -1,0 +1,271 @@
+"""The two-stage model on real faces, judged twice: unseen speakers and GRID s1.
+
+    python bench/two_stage_real.py [--model builtin] [--workdir runs/two_stage_real]
+        [--suite unseen,grid] [--grid-data DATA] [--grid-clips 40]
+
+`--suite unseen`: the 10 held-out speakers of the landmark expert
+(configs/lip_sync.py SHARED_VAL_SPEAKERS), each driven by two LibriVox
+speeches (20 videos), scored by
+
+  * the built-in scorer (lip_sync:builtin): the share of videos whose best
+    offset is within +-1 of the *source clip's own* best offset (the clips
+    carry audio lags of their own), and within +-1 of 0;
+  * the energy judge (evaluation/energy_judge.py, no learned sync weights):
+    the share whose best lag is within +-1 of 0, beside the same judge on the
+    source clips with their own audio (the reference);
+
+and each face lip-synced to its own speech, against its source frames:
+mouth PSNR / SSIM / LPIPS, sharpness and colour speckle beside the source's
+(`real_face_generator.reconstruction`), and `mouth_grid.png` (truth, ours on
+its own speech, ours on LibriVox).
+
+`--suite grid`: GRID s1 test sentences never trained on (the `test` split of
+`--grid-data`, a `data_prep/preprocess.py` dataset of ../shared/data/grid_s1),
+driven by their own audio: face PSNR / SSIM (128 px face crops), mouth
+LPIPS, and LMD (FaceMesh lip points, in pixels of a 96 px crop); and the
+same sentences driven by LibriVox speech, scored by both sync judges.
+
+Each video is made once (rerun to resume); the tables are printed and
+written to WORKDIR/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+SPEECH = ("sense_and_sensibility_01_austen_64kb-0870.wav",
+          "sense_and_sensibility_01_austen_64kb-0880.wav",
+          "sense_and_sensibility_01_austen_64kb-0890.wav")
+FACE_CROP = 128
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (tests/test_docs.py checks the documented commands with it)."""
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--model", default="builtin",
+                 help="a two-stage model directory, or builtin (the shipped one)")
+  p.add_argument("--workdir", default="runs/two_stage_real")
+  p.add_argument("--shared", default=str(REPO.parent / "shared"))
+  p.add_argument("--suite", default="unseen,grid", help="unseen, grid or both")
+  p.add_argument("--grid-data", default="data/grid_s1",
+                 help="data_prep dataset of ../shared/data/grid_s1 (its test split is judged)")
+  p.add_argument("--grid-clips", type=int, default=40,
+                 help="GRID test sentences to judge (0: all)")
+  p.add_argument("--faces", type=int, default=0,
+                 help="judge only the first N unseen faces (0: all 10)")
+  return p
+
+
+class Judges:
+  """Both sync judges on finished videos, FaceMesh run once per video."""
+
+  def __init__(self):
+    from lipsync_jax.evaluation import metrics
+    from lipsync_jax.vision import face_detection
+    self.scorer = metrics.load_builtin_scorer()
+    self.detector = face_detection.create_detector("default")
+
+  def __call__(self, path: pathlib.Path) -> dict:
+    from lipsync_jax.evaluation import energy_judge, metrics
+    from lipsync_jax.io import audio as audio_lib
+    from lipsync_jax.vision import face_crops
+    crops, first, fps, _ = face_crops.video_face_crops(str(path), self.scorer.face_size,
+                                                       self.detector)
+    wav = audio_lib.load_audio(path)
+    lips, valid = self.scorer.lips(crops)      # FaceMesh once, for both judges
+    r = metrics.sync_scores(self.scorer, crops, metrics.ClipAudio(wav=wav), fps,
+                            first_frame=first, padding="exclude",
+                            video_windows=self.scorer.lip_video_windows(lips, valid))
+    try:
+      j = energy_judge.lip_energy_lag(lips, valid, wav, first, fps)
+      lag, jr = j.best_lag, j.r_best
+    except energy_judge.JudgeError:
+      lag, jr = None, None
+    return {"video": path.name, "offset": int(r.offset), "lse_d": float(r.lse_d),
+            "judge_lag": lag, "judge_r": jr}
+
+
+def _share(values, targets, tol=1) -> str:
+  pairs = [(a, b) for a, b in zip(values, targets) if a is not None and b is not None]
+  if not pairs:
+    return "n/a"
+  hits = sum(abs(a - b) <= tol for a, b in pairs)
+  return f"{100 * hits / len(pairs):.0f}% ({hits}/{len(pairs)})"
+
+
+def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int = 0) -> dict:
+  sys.path.insert(0, str(REPO / "configs"))
+  from lip_sync import SHARED_VAL_SPEAKERS  # pylint: disable=import-error
+  import real_face_generator  # pylint: disable=import-error
+  videos = shared / "data" / "real" / "av"
+  speech = [shared / "data" / "real" / "audio" / "librivox_pocketsphinx" / s for s in SPEECH]
+  faces = sorted(f for f in videos.rglob("*") if f.suffix in (".mp4", ".mpg")
+                 and f.relative_to(videos).with_suffix("").as_posix() in SHARED_VAL_SPEAKERS)
+  faces = faces[:limit] if limit else faces
+  out = work / "unseen"
+  (out / "own").mkdir(parents=True, exist_ok=True)
+  import tqdm
+  rows, sources = [], {}
+  for i, face in enumerate(tqdm.tqdm(faces, desc="unseen faces", unit="face")):
+    sources[face.stem] = judges(face)
+    for k in range(2):
+      s = speech[(i + k) % len(speech)]
+      target = out / f"{face.stem}__{s.stem[-4:]}.mp4"
+      if not target.is_file():
+        syncer.run(face, s, target)
+      rows.append(dict(judges(target), face=face.stem))
+    own = out / "own" / f"{face.stem}.mp4"
+    if not own.is_file():
+      syncer.run(face, face, own)
+  recon = real_face_generator.reconstruction({"ours": out / "own"}, faces, judges.detector)
+  src = [sources[r["face"]] for r in rows]
+  table = {
+      "videos": len(rows),
+      "scorer_within1_of_source": _share([r["offset"] for r in rows], [s["offset"] for s in src]),
+      "scorer_within1_of_0": _share([r["offset"] for r in rows], [0] * len(rows)),
+      "judge_within1_of_0": _share([r["judge_lag"] for r in rows], [0] * len(rows)),
+      "judge_sources_within1_of_0": _share([s["judge_lag"] for s in sources.values()],
+                                           [0] * len(sources)),
+      "judge_within1_of_source": _share([r["judge_lag"] for r in rows],
+                                        [s["judge_lag"] for s in src]),
+      "rows": rows, "sources": sources, "reconstruction": recon}
+  mouth_grid(faces[:4], out, work / "mouth_grid.png")
+  return table
+
+
+def mouth_grid(faces, out: pathlib.Path, path: pathlib.Path) -> None:
+  """Rows: the source's mouth, ours on its own speech, ours on LibriVox; four
+  moments of each face."""
+  import cv2
+  from lipsync_jax.vision import face_crops, face_detection
+  det = face_detection.create_detector("default")
+  def crops_of(p):
+    return face_crops.video_face_crops(str(p), 192, det)[0]
+  rows = []
+  for label, pick in (("truth", lambda f: f), ("ours, own speech", lambda f: out / "own" /
+                                                f"{f.stem}.mp4"),
+                      ("ours, LibriVox", lambda f: sorted(out.glob(f"{f.stem}__*.mp4"))[0])):
+    tiles = []
+    for face in faces:
+      c = crops_of(pick(face))
+      for frac in (0.25, 0.5, 0.75):
+        tiles.append(cv2.resize(c[int(frac * (len(c) - 1))][96:], (192, 96)))
+    strip = np.concatenate(tiles, 1)
+    name = np.full((96, 170, 3), 255, np.uint8)
+    cv2.putText(name, label, (4, 52), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    rows.append(np.concatenate([name, strip], 1))
+  cv2.imwrite(str(path), np.concatenate(rows, 0))
+
+
+def grid(syncer, judges, shared: pathlib.Path, data: pathlib.Path, work: pathlib.Path,
+         limit: int) -> dict:
+  from lipsync_jax.data import format as fmt
+  from lipsync_jax.evaluation import metrics
+  from lipsync_jax.vision import face_crops
+  import tqdm
+  index = fmt.load_index(data)
+  clips = [c for c in index.split("test")]
+  clips = clips[:limit] if limit else clips
+  out = work / "grid"
+  out.mkdir(parents=True, exist_ok=True)
+  speech = [shared / "data" / "real" / "audio" / "librivox_pocketsphinx" / s for s in SPEECH]
+  lpips = metrics.LPIPSMetric("alexnet")
+  face_m, mouth_lp, lmd, foreign = [], [], [], []
+  for i, clip in enumerate(tqdm.tqdm(clips, desc="GRID test sentences", unit="clip")):
+    src = pathlib.Path(clip.source)
+    own = out / f"{src.stem}.mp4"
+    if not own.is_file():
+      syncer.run(src, src, own)
+    gen, g_first, _, _ = face_crops.video_face_crops(str(own), FACE_CROP, judges.detector)
+    tru, t_first, _, _ = face_crops.video_face_crops(str(src), FACE_CROP, judges.detector)
+    lo, hi = max(g_first, t_first), min(g_first + len(gen), t_first + len(tru))
+    gen, tru = gen[lo - g_first:hi - g_first], tru[lo - t_first:hi - t_first]
+    face_m.append(metrics.reconstruction_metrics(gen, tru, None))
+    mouth_lp.append(float(np.mean(lpips(gen[:, FACE_CROP // 2:], tru[:, FACE_CROP // 2:]))))
+    gl, gv = judges.scorer.lips(gen)
+    tl, tv = judges.scorer.lips(tru)
+    ok = gv & tv
+    lmd.append(float(np.mean(np.linalg.norm(gl[ok] - tl[ok], axis=-1)) * 96))
+    if i < 10:   # foreign speech: 10 sentences, one LibriVox WAV each
+      s = speech[i % len(speech)]
+      f = out / f"{src.stem}__{s.stem[-4:]}.mp4"
+      if not f.is_file():
+        syncer.run(src, s, f)
+      foreign.append(judges(f))
+  return {"clips": len(clips),
+          "face_psnr": float(np.mean([m["psnr"] for m in face_m])),
+          "face_ssim": float(np.mean([m["ssim"] for m in face_m])),
+          "mouth_lpips": float(np.mean(mouth_lp)), "lmd_px96": float(np.mean(lmd)),
+          "foreign_scorer_within1_of_0": _share([r["offset"] for r in foreign],
+                                                [0] * len(foreign)),
+          "foreign_judge_within1_of_0": _share([r["judge_lag"] for r in foreign],
+                                               [0] * len(foreign)),
+          "foreign": foreign}
+
+
+def main(argv=None) -> int:
+  a = build_parser().parse_args(argv)
+  suites = {s.strip() for s in a.suite.split(",") if s.strip()}
+  if not suites or suites - {"unseen", "grid"}:
+    print(f"error: --suite takes unseen, grid or both, got {a.suite!r}", file=sys.stderr)
+    return 2
+  shared = pathlib.Path(a.shared)
+  if not (shared / "data" / "real" / "av").is_dir():
+    print(f"error: no shared data at {shared} (--shared)", file=sys.stderr)
+    return 2
+  if "grid" in suites and not (pathlib.Path(a.grid_data) / "index.json").is_file():
+    print(f"error: --grid-data {a.grid_data} is not a prepared dataset (python "
+          f"data_prep/preprocess.py --input {shared}/data/grid_s1/video --output "
+          f"{a.grid_data} --split-ratios 0.8 0.08 0.12)", file=sys.stderr)
+    return 2
+  from lipsync_jax import inference
+  t0 = time.time()
+  work = pathlib.Path(a.workdir).absolute()
+  work.mkdir(parents=True, exist_ok=True)
+  syncer = inference.load_syncer(a.model, cache_dir=str(work / "cache"))
+  judges = Judges()
+  results = {"model": a.model}
+  if "unseen" in suites:
+    u = unseen(syncer, judges, shared, work, a.faces)
+    results["unseen"] = u
+    r = u["reconstruction"]
+    print(f"\nUnseen speakers, {u['videos']} videos (10 faces x 2 LibriVox speeches):")
+    print("| judge | ours | the source clips |")
+    print("|---|---|---|")
+    print(f"| built-in scorer, best offset within +-1 of the source's own | "
+          f"{u['scorer_within1_of_source']} | |")
+    print(f"| built-in scorer, best offset within +-1 of 0 | {u['scorer_within1_of_0']} | |")
+    print(f"| energy judge, best lag within +-1 of 0 | {u['judge_within1_of_0']} | "
+          f"{u['judge_sources_within1_of_0']} |")
+    print("\nOwn-speech reconstruction (mouth: lower half of a 256 px face crop):")
+    print("| | mouth PSNR | SSIM | LPIPS | sharpness | colour speckle |")
+    print("|---|---|---|---|---|---|")
+    o, s = r["ours"], r["source"]
+    print(f"| ours | {o['psnr']:.2f} | {o['ssim']:.3f} | {o['lpips']:.3f} | "
+          f"{o['sharpness']:.0f} | {o['chroma_noise']:.2f} |")
+    print(f"| source | | | | {s['sharpness']:.0f} | {s['chroma_noise']:.2f} |")
+  if "grid" in suites:
+    g = grid(syncer, judges, shared, pathlib.Path(a.grid_data), work, a.grid_clips)
+    results["grid"] = g
+    print(f"\nGRID s1, {g['clips']} test sentences on their own audio:")
+    print(f"face PSNR {g['face_psnr']:.2f} dB, SSIM {g['face_ssim']:.3f} ({FACE_CROP} px "
+          f"crops), mouth LPIPS {g['mouth_lpips']:.3f}, LMD {g['lmd_px96']:.2f} px (96 px crop)")
+    print(f"foreign speech (10 sentences): scorer within +-1 of 0 "
+          f"{g['foreign_scorer_within1_of_0']}, energy judge {g['foreign_judge_within1_of_0']}")
+  (work / "results.json").write_text(json.dumps(results, indent=1, default=float))
+  print(f"\nwrote {work / 'results.json'}; {time.time() - t0:.0f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
