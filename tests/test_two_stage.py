@@ -162,7 +162,7 @@ def _train(variant: str, data, workdir, steps: int = 4):
   c.checkpoint_every = 2
   c.eval_every = 2
   c.eval_batches = 1
-  c.batch_size = 4
+  c.batch_size = 8           # one sample per simulated device (tests/conftest.py)
   c.progress_bar = False
   return train_lib.train_and_evaluate(c, str(workdir))
 
