@@ -34,6 +34,7 @@ def test_mouth_track_follows_phoneme_segments():
   assert np.all(opening[25:31] > 0.9)
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_mouth_track_of_real_speech_opens_on_vowels_closes_on_bilabials():
   speech = synthetic.synthesize("papa bob, mama", voice="en-us", rate=120)
   n = int(round(speech.duration * synthetic.FPS))

@@ -320,6 +320,7 @@ def test_int8_face_batches_are_inference_inputs():
 
 
 @pytest.mark.skipif(not (SHARED / CLIP).exists(), reason="needs ../shared/data/real")
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_int8_export_is_judged_and_gated_on_lpips(gen_ckpt, tmp_path, monkeypatch, capsys):
   from lipsync_jax.export import int8
   argv = ["--checkpoint", gen_ckpt, "--out", str(tmp_path / "g.onnx"), "--batch-size", "8",

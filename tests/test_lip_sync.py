@@ -121,6 +121,7 @@ def test_gradients_are_finite_for_an_all_zero_audio_window():
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(g))
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_pixel_expert_cosine_is_the_in_sync_probability():
   """LipSyncPixels: regressor -> LipSyncNet, with the syncnet_color calling
   convention; the cosine of its two outputs is sigmoid(s * cos + b)."""
@@ -266,6 +267,7 @@ def _tiny_config():
   return c
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_training_learns_synthetic_sync_and_recovers_shifts():
   c = _tiny_config()
   c.num_steps, c.log_every = 150, 50

@@ -79,6 +79,7 @@ def test_sync_loss_is_bce_of_cosine_on_lower_halves():
   assert float(loss2) == float(loss)
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_sync_loss_of_a_192px_generator_goes_through_a_differentiable_resize():
   """A 192 px generator is judged by the 96 px expert on its resized frames,
   and the sync loss's gradient reaches the generator's parameters."""

@@ -314,6 +314,7 @@ def _mean_logit(model, variables, audio, faces):
   return np.log(out / (1 - out)).mean(axis=(1, 2))   # (N, 3) per-image mean logit
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_decoder_adain_before_skip_lets_the_face_colours_through():
   """After the fuse, the last level's instance norm leaves the 1x1 output conv
   per-channel mean-zero features: every image's mean logit is the out bias,

@@ -243,6 +243,7 @@ def test_generators_and_discriminator_at_each_face_size(size, levels, bottleneck
     layers.extra_levels(size + 16)
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_tiny_face_size_192_generator_runs():
   """A real forward of a tiny 192 px Wav2Lip and LPIPS-AttnWav2Lip, through
   `generate_frames` at their own size and from 96 px crops (resized)."""

@@ -481,6 +481,7 @@ def test_au_classifier():
 # -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_tiny_au_tcn_any_length_non_causal_one_shot_frozen_a2au():
   model = models.create("au_tcn", width_multiplier=TINY)
   one_shot = models.create("au_tcn", width_multiplier=TINY, mode="one_shot")

@@ -50,6 +50,7 @@ def host(tree):
   return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_syncnet_step_fits_a_fixed_batch_with_learned_scale():
   config = load_config("syncnet")
   config.optimizer.learning_rate = 1e-3

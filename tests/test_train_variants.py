@@ -233,6 +233,7 @@ def test_variant_trains_resumes_exactly_and_runs_inference(dataset, name, expect
     check_memory_grid(straight, data, tmp_path)
 
 
+@pytest.mark.slow  # compile-heavy: kept out of the fast loop
 def test_synctalkface_losses_reach_their_parameter_groups(dataset):
   """store trains the value memory; align trains the audio side (key memory)
   and not the value memory; the lip encoder learns (store + vv GT side)."""
