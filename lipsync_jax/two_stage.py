@@ -18,9 +18,10 @@ fine-tunes the shipped model on a few minutes of one speaker in one command:
 data_prep (face crops, mel, splits cut in time when there are few clips),
 lip tracks, both stages from the built-in weights (`init_from`), then packs
 WORKDIR/model. Each stage is skipped when its output is complete, so a rerun
-resumes. `infer.py --checkpoint DIR` runs a two-stage model (`inference.two_stage.TwoStageSyncer`); with no `--checkpoint`,
-`infer.py` runs the one shipped in `lipsync_jax/assets/two_stage`
-(`--checkpoint builtin`).
+resumes. `infer.py --checkpoint DIR` runs a two-stage model
+(`inference.two_stage.TwoStageSyncer`); with no `--checkpoint`, `infer.py`
+runs the one shipped in `lipsync_jax/assets/two_stage` (`--checkpoint
+builtin`).
 """
 
 from __future__ import annotations
@@ -150,15 +151,13 @@ def finetune(videos: str | os.PathLike, workdir: str | os.PathLike, base: str = 
                         "of one speaker")
   data = work / "data"
   if not (data / "index.json").is_file() or not (data / "splits" / "train.txt").is_file():
-    report = preprocess_lib.run(videos, data, preprocess_lib.PrepConfig(), progress=progress)
-    if not report["num_clips_in_dataset"]:
-      reasons = "; ".join(f"{e['clip_id']}: {e.get('reason', e['status'])}"
-                          for e in report["clips"][:3])
-      raise TwoStageError(f"no usable clip in {videos} ({reasons})")
-  from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
-  if not fmt.load_index(data).clips:
-    raise TwoStageError(f"no usable clip in {videos}: no clip had a face on enough frames "
-                        f"(see {data / 'report.json'})")
+    preprocess_lib.run(videos, data, preprocess_lib.PrepConfig(), progress=progress)
+  # data_prep writes its report beside the index, also on a resumed run.
+  report = json.loads((data / preprocess_lib.REPORT_NAME).read_text())
+  if not report["num_clips_in_dataset"]:
+    reasons = "; ".join(f"{e['clip_id']}: {e.get('reason', e['status'])}"
+                        for e in report["clips"][:3])
+    raise TwoStageError(f"no usable clip in {videos} ({reasons})")
   lip_store.track_dataset(data)
   manifest = json.loads((root / MANIFEST).read_text())
   for stage, steps in (("renderer", renderer_steps), ("lips", lips_steps)):

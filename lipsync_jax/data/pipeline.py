@@ -29,6 +29,17 @@ def _windows(reader: fmt.ClipReader, clip: fmt.ClipMeta, start: int,
   return out[..., None]
 
 
+def _stand_ins(starts: list[np.ndarray], what: str) -> dict[int, int]:
+  """Clip index -> the clip sampled in its place: itself when it has a
+  window start, else one of the clips that have (in turn), so that every
+  record of the sampler stays valid. No clip with a start is a one-line
+  DatasetFormatError ("no `what` with lips found by FaceMesh ...")."""
+  good = [i for i, s in enumerate(starts) if len(s)]
+  if not good:
+    raise fmt.DatasetFormatError(f"no {what} with lips found by FaceMesh in this split")
+  return {i: (i if len(s) else good[i % len(good)]) for i, s in enumerate(starts)}
+
+
 class _SampleBase(grain.RandomMapTransform):
   """Holds the split's clips and a lazily-opened shard reader."""
 
@@ -130,13 +141,7 @@ class GeneratorSample(_SampleBase):
       for i, (_, ok) in enumerate(tracks):
         self.starts[i] = np.asarray([f for f in self.starts[i]
                                      if ok[f:f + sources.WINDOW].all()], np.int64)
-      if not any(len(s) for s in self.starts):
-        raise fmt.DatasetFormatError("no target window of 5 frames with lips found by "
-                                     "FaceMesh in this split")
-      # Clips left without a target are sampled as their nearest neighbour.
-      good = [i for i, s in enumerate(self.starts) if len(s)]
-      self.remap = {i: (i if len(s) else good[i % len(good)])
-                    for i, s in enumerate(self.starts)}
+      self.remap = _stand_ins(self.starts, "target window of 5 frames")
 
   def random_map(self, element: dict[str, int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -208,12 +213,7 @@ class LipsSample(_SampleBase):
       anchor = audio_to_lips.anchor_track(lips, ok) if ok.any() else None
       rest = audio_to_lips.rest_shape(lips, ok) if ok.any() else None
       self.tracks.append((lips, ok, anchor, rest))
-    good = [i for i, s in enumerate(self.starts) if len(s)]
-    if not good:
-      raise fmt.DatasetFormatError(f"no run of {self.t} consecutive frames with lips "
-                                   "found by FaceMesh in this split")
-    self.remap = {i: (i if len(s) else good[i % len(good)])
-                  for i, s in enumerate(self.starts)}
+    self.remap = _stand_ins(self.starts, f"run of {self.t} consecutive frames")
 
   def random_map(self, element: dict[str, int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -53,6 +53,34 @@ class FaceTrack:
 # reported (by `prepare`) before paying for those imports.
 
 
+def model_variables(variables) -> dict:
+  """The {"params", "batch_stats"} of a model's variables (what runs)."""
+  return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+
+
+def masked_faces(crops):
+  """(N, S, S, 3) u8 crops -> (N, S, S, 6) [0, 1]: the crop with its lower
+  half zeroed (the masked target), then the crop itself (the reference)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  crops = crops.astype(jnp.float32) / 255.0
+  return jnp.concatenate([crops.at[:, crops.shape[1] // 2:].set(0.0), crops], axis=-1)
+
+
+def faces_to_u8(out):
+  """[0, 1] generated faces -> uint8, rounded."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+
+
+def pad_to_batch(x: np.ndarray, size: int) -> np.ndarray:
+  """(n, ...) with 1 <= n <= size -> (size, ...): the last row repeated
+  (sequence models see a still tail)."""
+  out = np.empty((size,) + x.shape[1:], x.dtype)
+  out[:len(x)] = x
+  out[len(x):] = x[-1]
+  return out
+
+
 class LipSyncer:
   """A compiled generator plus the inference pipeline around it.
 
@@ -99,45 +127,40 @@ class LipSyncer:
     self.reuses_face_features = False
     self.generate_batch = lambda variables, mel, crops: runner(mel, crops)
 
-  def _init_jax(self, module, variables) -> None:
+  def _place_on_devices(self, variables, unit: int):
+    """Data parallel over the local devices: the batch (a multiple of
+    `unit` per device) is split along its first axis, `variables` (params
+    and batch_stats of each tree) are replicated. Sets num_devices,
+    batch_size, data_sharding and variables; returns the replicated
+    sharding."""
     import jax
-    import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    self.backend = "jax"
-    options = self.options
-
-    # Data parallel over the local devices: the batch is split along its
-    # first axis, the weights are replicated.
     devices = np.array(jax.local_devices())
     self.num_devices = len(devices)
-    from lipsync_jax import models  # pylint: disable=import-outside-toplevel
-    # Crops are cut at the model's face size (96 unless the checkpoint says
-    # otherwise), so a 192 px model sees 192 px of the source face.
-    self.face_size = size = models.face_size_of(module) or FACE_SIZE
-    unit = self.num_devices * models.frames_per_call(module)
-    self.batch_size = int(math.ceil(options.batch_size / unit)) * unit
+    unit *= self.num_devices
+    self.batch_size = int(math.ceil(self.options.batch_size / unit)) * unit
     mesh = Mesh(devices, ("data",))
     self.data_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
-    self.variables = jax.device_put(
-        {k: v for k, v in variables.items() if k in ("params", "batch_stats")}, replicated)
+    self.variables = jax.device_put(variables, replicated)
+    return replicated
 
+  def _init_jax(self, module, variables) -> None:
+    import jax
+
+    self.backend = "jax"
+    from lipsync_jax import models  # pylint: disable=import-outside-toplevel
+    # Crops are cut at the model's face size (96 unless the checkpoint says
+    # otherwise), so a 192 px model sees 192 px of the source face.
+    self.face_size = models.face_size_of(module) or FACE_SIZE
+    replicated = self._place_on_devices(model_variables(variables),
+                                        models.frames_per_call(module))
     stats = self._stats
-
-    def faces_of(crops):
-      """(N, S, S, 3) u8 crops -> (N, S, S, 6) [0, 1] masked target + reference."""
-      crops = crops.astype(jnp.float32) / 255.0
-      masked = crops.at[:, size // 2:].set(0.0)
-      return jnp.concatenate([masked, crops], axis=-1)
-
-    def to_u8(out):
-      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
 
     def generate(variables, mel, crops):
       """(N, 80, 16, 1) f32 mels, (N, S, S, 3) u8 crops -> (N, S, S, 3) u8 (S: face_size)."""
       stats["compilations"] += 1  # runs at trace time only: counts compilations
-      return to_u8(models.generate_frames(module, variables, mel, faces_of(crops)))
+      return faces_to_u8(models.generate_frames(module, variables, mel, masked_faces(crops)))
 
     self.generate_batch = jax.jit(
         generate, in_shardings=(replicated, self.data_sharding, self.data_sharding),
@@ -150,12 +173,12 @@ class LipSyncer:
       def encode_still(variables, crop):
         """(1, S, S, 3) u8 -> the face encoder's features (1, ...)."""
         stats["still_compilations"] += 1
-        return models.encode_faces(module, variables, faces_of(crop))
+        return models.encode_faces(module, variables, masked_faces(crop))
 
       def generate_still(variables, mel, feats):
         """(N, 80, 16, 1) f32 mels + one face's features -> (N, S, S, 3) u8."""
         stats["still_compilations"] += 1
-        return to_u8(models.decode_faces(module, variables, mel, feats))
+        return faces_to_u8(models.decode_faces(module, variables, mel, feats))
 
       self.encode_still = jax.jit(encode_still, in_shardings=(replicated, replicated),
                                   out_shardings=replicated)
@@ -244,17 +267,13 @@ class LipSyncer:
       (n, S, S, 3) uint8 faces. The batch is padded to `batch_size` by
       repeating its last row (sequence models see a still tail).
     """
-    bs, size, n = self.batch_size, self.face_size, len(windows)
-    mel = np.zeros((bs, 80, 16, 1), np.float32)
-    mel[:n, ..., 0] = windows
-    mel[n:] = mel[n - 1]
+    n = len(windows)
+    mel = pad_to_batch(np.asarray(windows, np.float32)[..., None], self.batch_size)
     if feats is not None:
       out = self.generate_still(self.variables, mel, feats)
     else:
-      batch_crops = np.zeros((bs, size, size, 3), np.uint8)
-      batch_crops[:n] = np.stack(crops)
-      batch_crops[n:] = batch_crops[n - 1]
-      out = self.generate_batch(self.variables, mel, batch_crops)
+      out = self.generate_batch(self.variables, mel,
+                                pad_to_batch(np.stack(crops), self.batch_size))
     return np.asarray(out)[:n]
 
   # --- face track -----------------------------------------------------------

@@ -26,7 +26,8 @@ import numpy as np
 
 from lipsync_jax.inference.options import InferenceError, InferenceOptions, InputNotFoundError
 from lipsync_jax.inference.sources import FrameSource, PreparedJob, crop_face, ping_pong_index
-from lipsync_jax.inference.syncer import FaceTrack, LipSyncer
+from lipsync_jax.inference.syncer import (FaceTrack, LipSyncer, faces_to_u8, masked_faces,
+                                          model_variables, pad_to_batch)
 from lipsync_jax.models import audio_to_lips
 
 NUM_POINTS = audio_to_lips.NUM_POINTS
@@ -69,21 +70,13 @@ class TwoStageSyncer(LipSyncer):
 
   def _init_jax(self, module, variables) -> None:
     import jax
-    import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    del variables
+    del module, variables
     self.backend = "jax"
     model = self.model
-    devices = np.array(jax.local_devices())
-    self.num_devices = len(devices)
-    self.face_size = size = model.face_size
-    self.batch_size = int(-(-self.options.batch_size // self.num_devices)) * self.num_devices
-    mesh = Mesh(devices, ("data",))
-    self.data_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
-    keep = lambda v: {k: x for k, x in v.items() if k in ("params", "batch_stats")}
-    self.variables = jax.device_put({"renderer": keep(model.renderer_variables)}, replicated)
-    self.lips_variables = keep(model.lips_variables)
+    self.face_size = model.face_size
+    replicated = self._place_on_devices({"renderer": model_variables(model.renderer_variables)},
+                                        1)
+    self.lips_variables = model_variables(model.lips_variables)
     self.reuses_face_features = False
     stats = self._stats
 
@@ -92,10 +85,9 @@ class TwoStageSyncer(LipSyncer):
       (N, S, S, 3) u8 -> (N, S, S, 3) u8."""
       stats["compilations"] += 1
       lips = rows.reshape(rows.shape[0], NUM_POINTS, 2)
-      x = crops.astype(jnp.float32) / 255.0
-      faces = jnp.concatenate([x.at[:, size // 2:].set(0.0), x], axis=-1)
-      out = model.renderer_module.apply(variables["renderer"], lips, faces, train=False)
-      return jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+      out = model.renderer_module.apply(variables["renderer"], lips, masked_faces(crops),
+                                        train=False)
+      return faces_to_u8(out)
 
     self.predict_lips = jax.jit(lambda v, mel, neutral: model.lips_module.apply(v, mel, neutral))
     self.generate_batch = jax.jit(
@@ -103,7 +95,7 @@ class TwoStageSyncer(LipSyncer):
         out_shardings=self.data_sharding)
 
   def warmup(self) -> None:
-    """Compiles both stages for the fixed batch shape."""
+    """Compiles the renderer for the fixed batch shape."""
     import jax
     s = self.face_size
     jax.block_until_ready(self.generate_batch(
@@ -114,14 +106,10 @@ class TwoStageSyncer(LipSyncer):
     """Faces for n <= batch_size frames: `windows` are the frames' lips
     (n, 80) from `_frame_inputs`, `crops` (n, S, S, 3) uint8."""
     del feats
-    bs, size, n = self.batch_size, self.face_size, len(windows)
-    rows = np.zeros((bs, windows.shape[1]), np.float32)
-    rows[:n] = windows
-    rows[n:] = rows[n - 1]
-    batch_crops = np.zeros((bs, size, size, 3), np.uint8)
-    batch_crops[:n] = np.stack(crops)
-    batch_crops[n:] = batch_crops[n - 1]
-    return np.asarray(self.generate_batch(self.variables, rows, batch_crops))[:n]
+    out = self.generate_batch(self.variables,
+                              pad_to_batch(np.asarray(windows, np.float32), self.batch_size),
+                              pad_to_batch(np.stack(crops), self.batch_size))
+    return np.asarray(out)[:len(windows)]
 
   # --- the face's own lips ---------------------------------------------------
 
@@ -168,11 +156,10 @@ class TwoStageSyncer(LipSyncer):
     chunk = 256   # fixed shapes: one compilation for every length
     out = np.empty((n, NUM_POINTS, 2), np.float32)
     for i in range(0, n, chunk):
-      m, z = ctx[i:i + chunk], neutral[i:i + chunk]
-      k = len(m)
-      m = np.concatenate([m, np.repeat(m[-1:], chunk - k, 0)])
-      z = np.concatenate([z, np.repeat(z[-1:], chunk - k, 0)]).astype(np.float32)
-      out[i:i + k] = np.asarray(self.predict_lips(self.lips_variables, m, z))[:k]
+      k = min(chunk, n - i)
+      out[i:i + k] = np.asarray(self.predict_lips(
+          self.lips_variables, pad_to_batch(ctx[i:i + k], chunk),
+          pad_to_batch(np.asarray(neutral[i:i + k], np.float32), chunk)))[:k]
     if LIP_SMOOTHING and n > 2:
       padded = np.concatenate([out[:1], out, out[-1:]])
       out = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]

@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NUM_POINTS = 40
+from lipsync_jax.models import lip_sync
+
+NUM_POINTS = lip_sync.NUM_POINTS   # FaceMesh lip points (lip_landmarks.LIP_POINTS)
 INNER_UPPER, INNER_LOWER = 35, 25   # lip_landmarks.INNER_UPPER / INNER_LOWER (mesh 13, 14)
 CONTEXT_BEFORE = 16   # mel columns before the frame's Wav2Lip window (0.2 s)
 ANCHOR_RADIUS = 12    # frames each side of the mouth-position smoothing (0.5 s)

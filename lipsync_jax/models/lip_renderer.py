@@ -33,13 +33,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lipsync_jax.models import lip_sync
 from lipsync_jax.models.layers import fold_time, unfold_time
 from lipsync_jax.models.lpips_attnwav2lip import (DecoderLevel, EncoderLevel,
-                                                  SemanticAlignment, level_widths)
+                                                  SemanticAlignment, decode_levels,
+                                                  encode_levels, level_widths)
 
 Dtype = Any
 
-NUM_POINTS = 40
+NUM_POINTS = lip_sync.NUM_POINTS
 # Closed contours as indices into LIP_POINTS (lip_landmarks): the lower lip
 # runs corner to corner (0-10 outer, 20-30 inner), the upper lip's points
 # (11-19, 31-39) run the same way, so each loop is lower + reversed upper.
@@ -162,13 +164,6 @@ class LipRenderer(nn.Module):
                         axis=-1)
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    cond = self.lip_embedding(lips)
-    feats = []
-    for level in self.encoder:
-      x = level(x, train)
-      feats.append(x)
-    x = self.sam(feats[-1], cond, train)
-    for i in reversed(range(len(self.decoder))):
-      x = self.decoder[i](x, feats[i], cond, train)
-    out = nn.sigmoid(self.out(x).astype(jnp.float32))
+    feats = encode_levels(self.encoder, x, train)
+    out = decode_levels(self.sam, self.decoder, self.out, feats, self.lip_embedding(lips), train)
     return out if batch is None else unfold_time(out, batch)

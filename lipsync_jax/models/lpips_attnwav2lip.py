@@ -82,6 +82,29 @@ def level_widths(encoder_widths: Sequence[int], width_multiplier: float,
   return tuple(scaled(int(w), width_multiplier) for w in widths)
 
 
+def encode_levels(levels: Sequence[nn.Module], x: jax.Array,
+                  train: bool = False) -> list[jax.Array]:
+  """The U-Net's encoder: (N, H, W, C) through bound `EncoderLevel`s ->
+  every level's features, shallowest first."""
+  feats = []
+  for level in levels:
+    x = level(x, train)
+    feats.append(x)
+  return feats
+
+
+def decode_levels(sam: nn.Module, decoder: Sequence[nn.Module], out: nn.Module,
+                  feats: Sequence[jax.Array], cond: jax.Array,
+                  train: bool = False) -> jax.Array:
+  """The U-Net's decoder (bound submodules): the SAM on the deepest
+  feature, the `DecoderLevel`s with their skips, all conditioned on `cond`
+  (N, D), then the 1x1 `out` conv and a float32 sigmoid -> (N, H, W, 3)."""
+  x = sam(feats[-1], cond, train)
+  for i in reversed(range(len(decoder))):
+    x = decoder[i](x, feats[i], cond, train)
+  return nn.sigmoid(out(x).astype(jnp.float32))
+
+
 class EncoderLevel(nn.Module):
   """CBR (stride 1 k7 for level 0, stride 2 k3 after), then ResCBAM blocks.
 
@@ -248,20 +271,12 @@ class LPIPSAttnWav2Lip(nn.Module):
 
   def encode(self, faces: jax.Array, train: bool = False) -> list[jax.Array]:
     """Face encoder: (N, H, W, 6) -> per-level features, shallowest first."""
-    feats, x = [], faces
-    for level in self.encoder:
-      x = level(x, train)
-      feats.append(x)
-    return feats
+    return encode_levels(self.encoder, faces, train)
 
   def decode(self, feats: list[jax.Array], audio_emb: jax.Array,
              train: bool = False) -> jax.Array:
     """SAM on the deepest feature, then the decoder: -> (N, H, W, 3) sigmoid."""
-    x = self.sam(feats[-1], audio_emb, train)
-    for i in reversed(range(len(self.decoder))):
-      x = self.decoder[i](x, feats[i], audio_emb, train)
-    logits = self.out(x)
-    return nn.sigmoid(logits.astype(jnp.float32))
+    return decode_levels(self.sam, self.decoder, self.out, feats, audio_emb, train)
 
   def encode_faces(self, faces: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
     """The audio-independent half: (N, H, W, 6) -> per-level features.

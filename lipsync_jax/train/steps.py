@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh
 
 from lipsync_jax import losses
+from lipsync_jax.models import audio_to_lips
 from lipsync_jax.train import families
 from lipsync_jax.train import sharding as sharding_lib
 from lipsync_jax.train.families import apply_module, to_unit
@@ -378,7 +379,6 @@ def make_au_eval_step(model: nn.Module):
 # -----------------------------------------------------------------------------
 
 LIPS_LOSSES = ("lips", "motion", "gap", "gap_std", "sync", "smooth")
-INNER_UPPER, INNER_LOWER = 35, 25   # lip_landmarks.INNER_UPPER / INNER_LOWER
 CROP_PX = 96.0  # landmark errors are reported in pixels of a 96 px crop
 
 
@@ -410,7 +410,8 @@ def _lips_parts(model: nn.Module, expert: nn.Module | None, params: PyTree,
   parts = {"lips": CROP_PX * jnp.mean(jnp.abs(pred - lips)),
            "motion": CROP_PX * jnp.mean(jnp.abs(jnp.diff(pred, axis=1) - jnp.diff(lips, axis=1))),
            "smooth": CROP_PX * jnp.mean(jnp.abs(jnp.diff(pred, n=2, axis=1)))}
-  opening = lambda x: x[..., INNER_LOWER, 1] - x[..., INNER_UPPER, 1]   # (B, T)
+  opening = lambda x: (x[..., audio_to_lips.INNER_LOWER, 1]
+                       - x[..., audio_to_lips.INNER_UPPER, 1])          # (B, T)
   gp, gt = opening(pred), opening(lips)
   parts["gap"] = CROP_PX * jnp.mean(jnp.abs(gp - gt))
   # sqrt(var + eps): the std's gradient is finite at a still mouth (std 0).
