@@ -22,12 +22,15 @@ Scorers, in one run on the same clips and crops:
 
 Also prints in-sync vs off-sync pair accuracy on the same clips (one in-sync
 pair and one off-sync pair, a random other position of the same clip, per
-video window). Lip tracks are cached under --cache.
+video window) and the AUC of those pairs' cosines (free of the decision
+head's threshold). Lip tracks are cached under --cache; `--json FILE` also
+writes the figures there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--cache", default=os.path.expanduser("~/.cache/lipsync_jax/lip_tracks"))
   p.add_argument("--all-clips", action="store_true",
                  help="also score the clips of training speakers (marked *)")
+  p.add_argument("--json", default=None, help="also write the figures to this JSON file")
   return p
 
 
@@ -143,8 +147,15 @@ def main(argv=None) -> int:
              for c in held]
   acc = lip_sync_lib.pair_accuracy(loaded.module, loaded.variables, head, windows)
   print(f"\nPair accuracy on held-out speakers: {100 * acc['pair_acc']:.1f}% of "
-        f"{acc['pairs']} pairs (mean cos in sync {acc['cos_in_sync']:.3f}, "
-        f"off sync {acc['cos_off_sync']:.3f}); {time.time() - t0:.0f} s in all")
+        f"{acc['pairs']} pairs, AUC {acc['auc']:.3f} (mean cos in sync "
+        f"{acc['cos_in_sync']:.3f}, off sync {acc['cos_off_sync']:.3f}); "
+        f"{time.time() - t0:.0f} s in all")
+  if a.json:
+    out = {"model": path, "clips": [c.name for c in scored], "pair_accuracy": acc,
+           "offset_recovery": {name: {key: {str(k): v for k, v in r[key].items()}
+                                      for key in ("rate", "rate_relative", "offsets")}
+                               for name, r in results.items()}}
+    pathlib.Path(a.json).write_text(json.dumps(out, indent=1))
   return 0
 
 

@@ -4,8 +4,14 @@ minutes of real talking-face video.
     python train.py --config configs/lip_sync.py --workdir runs/lip_sync \\
         --config.videos=../shared/data/real/av
 
+trains on the real clips of ../shared (the previous shipped weights, 600
+steps). `:all` trains on all the shared clips the expert may see
+(`SHARED_VIDEOS_ALL`, relative to the repository root, 2,000 steps):
+
+    python train.py --config configs/lip_sync.py:all --workdir runs/lip_sync
+
 This is how the scorer shipped in `lipsync_jax/assets/lip_sync_expert` was
-trained (README, "The landmark sync expert"); add
+trained (docs/real_faces.md, "The shipped weights"); add
 `--config.export_to=lipsync_jax/assets/lip_sync_expert` to replace it.
 On your own data, point `videos` at your folders (comma-separated) and set
 `val_speakers` to the speakers to hold out (`speakers` lists
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-VARIANTS = (None, "", "tiny")
+VARIANTS = (None, "", "tiny", "all")
 
 # The shared real clips (../shared/data/real/av): clips of one person.
 SHARED_SPEAKERS = (
@@ -37,16 +43,27 @@ SHARED_VAL_SPEAKERS = (
     "hdtf/WDA_BobMenendez_000", "hdtf/RD_Radio34_000", "retalking/face_2",
 )
 
+# `:all`: the real clips, and the 2,065 31-frame clips of Arabic news speakers
+# of ../shared/data/lrw_ar (docs/data.md). These have no speaker labels and
+# the same anchors recur, so they are training data only, never held out.
+# GRID speaker s1 (../shared/data/grid_s1) stays out: he and his recording
+# are held-out grid/bbaf2n's. The lrw_ar sound lags its faces by about a
+# frame against the real clips' (the expert trained on the real clips alone
+# finds its best offset at 0 or +1 on them, at -1 or 0 on the held-out
+# real clips), so the trainer realigns it by 1 frame (`audio_lag`).
+SHARED_VIDEOS_ALL = ("../shared/data/real/av", "../shared/data/lrw_ar/video")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
-    raise ValueError(f"unknown config variant {arg!r}; expected 'tiny'")
+    raise ValueError(f"unknown config variant {arg!r}; expected 'tiny' or 'all'")
   c = ml_collections.ConfigDict()
   c.phase = "lip_sync"
   c.videos = ""                    # folder(s) of talking-face videos, comma-separated
   c.cache_dir = ""                 # lip tracks cache ("" = WORKDIR/lip_cache)
   c.speakers = SHARED_SPEAKERS     # "clip=speaker" entries
   c.val_speakers = SHARED_VAL_SPEAKERS
+  c.audio_lag = ()                 # "folder=frames": that folder's audio lags its video
   c.export_to = ""                 # also write the model directory here
   c.min_frames = 25
   c.seed = 0
@@ -81,6 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.regressor.loss_blur = 1.0      # blur sigma before the regressor in a generator's loss
   c.regressor.model = ml_collections.ConfigDict()
   c.regressor.model.width = 256
+  if arg == "all":
+    c.videos = ",".join(SHARED_VIDEOS_ALL)
+    c.audio_lag = (SHARED_VIDEOS_ALL[1] + "=1",)
+    c.num_steps = 2000             # 24 times the frames of the real clips alone
   if arg == "tiny":
     c.regressor.num_steps = 0
     c.regressor.model.width = 32

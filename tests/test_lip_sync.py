@@ -1,5 +1,6 @@
 """The landmark sync expert: lip features, model, batches, loss, trainer, scorer."""
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -231,6 +232,60 @@ def test_sampler_aligns_audio_with_video_and_picks_true_negatives():
     assert np.all(b["neg"][r][b["vmask"][r]] != k)
 
 
+def _short_clips() -> list[lip_landmarks.ClipLips]:
+  """An lrw_ar-like clip of 31 frames (27 windows), one of 4 frames (shorter
+  than a window) and one of 31 frames whose lips are never 5 frames running."""
+  short = synthetic_clip(3, seconds=31 / FPS, name="short_31")
+  tiny = synthetic_clip(4, seconds=31 / FPS, name="tiny_4")
+  tiny = dataclasses.replace(tiny, lips=tiny.lips[:4], valid=tiny.valid[:4])
+  gappy = synthetic_clip(5, seconds=31 / FPS, name="gappy")
+  gappy.valid[::4] = False
+  return [short, tiny, gappy]
+
+
+def test_sampler_uses_clips_shorter_than_a_segment_and_names_those_without_a_window():
+  clips = _short_clips()
+  w = [lip_sync_lib.clip_windows(c) for c in clips]
+  assert int(w[0].video_ok.sum()) == 27
+  sampler = lip_sync_lib.SegmentSampler(w, 2, 32, 4, seed=0, augment=0.0)
+  assert sampler.skipped == ["tiny_4", "gappy"]
+  b = next(sampler)
+  # Both rows are the 31-frame clip: all its 27 windows, the rest masked out.
+  np.testing.assert_array_equal(b["vmask"].sum(axis=1), [27, 27])
+  np.testing.assert_array_equal(b["lips"][:, :27], np.broadcast_to(
+      lip_sync_lib.video_windows(clips[0].lips), (2, 27, 5, 40, 2)))
+  assert np.all(b["neg"][b["vmask"]] != 4)
+
+
+def test_sampler_notes_count_the_skipped_and_the_short_clips():
+  w = [lip_sync_lib.clip_windows(c) for c in _short_clips()]
+  notes = lip_sync_lib.SegmentSampler(w, 2, 32, 4, seed=0).notes()   # train() prints them
+  assert notes == [
+      "lip_sync: 2 of 3 training clips skipped, without one 5-frame window with lips "
+      "and audio: tiny_4, gappy",
+      "lip_sync: 1 of 1 training clips have fewer usable windows than a segment (32): "
+      "each gives the windows it has"]
+
+
+def test_all_config_trains_on_lrw_ar_but_not_on_grid_s1():
+  c = _config("all")
+  roots = c.videos.split(",")
+  assert roots == ["../shared/data/real/av", "../shared/data/lrw_ar/video"]
+  assert "grid/bbaf2n" in c.val_speakers   # GRID s1's recording stays held out
+  assert lip_sync_lib.parse_audio_lags(c.audio_lag, roots) == {roots[1]: 1}
+  with pytest.raises(lip_sync_lib.LipSyncConfigError, match="not one of config.videos"):
+    lip_sync_lib.parse_audio_lags(["elsewhere=1"], roots)
+  with pytest.raises(lip_sync_lib.LipSyncConfigError, match="whole number"):
+    lip_sync_lib.parse_audio_lags([roots[1] + "=half"], roots)
+
+
+def test_pair_auc_counts_ranks_and_ties():
+  assert lip_sync_lib.pair_auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+  assert lip_sync_lib.pair_auc([1.0], [2.0]) == 0.0
+  assert lip_sync_lib.pair_auc([1.0, 3.0], [1.0, 2.0]) == pytest.approx(0.625)
+  assert np.isnan(lip_sync_lib.pair_auc([], [1.0]))
+
+
 def test_loss_prefers_aligned_embeddings():
   rng = np.random.default_rng(0)
   c, l, k, d = 2, 4, 3, 8
@@ -256,13 +311,17 @@ def test_loss_prefers_aligned_embeddings():
 # Training, export, scoring (synthetic clips).
 # -----------------------------------------------------------------------------
 
-def _tiny_config():
+def _config(variant: str):
   sys.path.insert(0, str(REPO / "configs"))
   try:
     import lip_sync as cfg  # pylint: disable=import-outside-toplevel
   finally:
     sys.path.pop(0)
-  c = cfg.get_config("tiny")
+  return cfg.get_config(variant)
+
+
+def _tiny_config():
+  c = _config("tiny")
   c.progress_bar = False
   return c
 

@@ -7,7 +7,10 @@ The data are tiny next to a pixel SyncNet's (a clip is 40 points a frame), so
 the whole training set lives in memory and one step sees every one of its
 clips. A step takes `clips_per_batch` clips and, from each, a segment of
 `segment` consecutive 5-frame video windows plus the audio windows from
-`max_shift` frames before the segment to `max_shift` after it. Each video
+`max_shift` frames before the segment to `max_shift` after it (a clip shorter
+than a segment, such as the 31-frame clips of `lrw_ar`, gives all its windows
+and the rest of its row is masked; a clip without a single usable window is
+left out, and `train` prints how many). Each video
 window must pick its own audio window out of
 
   * the 2 * max_shift audio windows of the same clip at other offsets: the
@@ -32,6 +35,7 @@ generator is trained against.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -86,12 +90,18 @@ class SegmentSampler:
   0..2K (never K), with C = clips_per_batch, L = segment, K = max_shift.
   Audio position j of segment row c is the audio window K - j frames before
   (j < K) or j - K after the aligned one of video window 0.
+
+  A clip with fewer windows than L gives the windows it has (the rest of its
+  row is masked out of the loss); a clip without one usable window (shorter
+  than `window` frames, or no run of `window` frames with lips and audio) is
+  left out and named in `skipped`.
   """
 
   def __init__(self, clips: Sequence[ClipWindows], clips_per_batch: int, segment: int,
                max_shift: int, seed: int, augment: float = 1.0,
                mel_gain: float = 0.0, mel_shift: int = 0, window: int = WINDOW):
     self.clips = [c for c in clips if c.video_ok.any()]
+    self.skipped = [c.name for c in clips if not c.video_ok.any()]
     if not self.clips:
       raise LipSyncConfigError("no training clip has a 5-frame window with lips")
     self.c, self.l, self.k = clips_per_batch, segment, max_shift
@@ -100,6 +110,21 @@ class SegmentSampler:
     self.window = window
     w = np.array([c.video_ok.sum() for c in self.clips], np.float64)
     self.p = w / w.sum()
+
+  def notes(self) -> list[str]:
+    """What `train` prints about the clips: those skipped, and how many are
+    shorter than a segment."""
+    out = []
+    n = len(self.clips) + len(self.skipped)
+    if self.skipped:
+      out.append(f"lip_sync: {len(self.skipped)} of {n} training clips skipped, without "
+                 f"one {self.window}-frame window with lips and audio: "
+                 + ", ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
+    short = sum(int(c.video_ok.sum()) < self.l for c in self.clips)
+    if short:
+      out.append(f"lip_sync: {short} of {len(self.clips)} training clips have fewer usable "
+                 f"windows than a segment ({self.l}): each gives the windows it has")
+    return out
 
   def __iter__(self):
     return self
@@ -250,6 +275,18 @@ def embed_clip(model: Any, variables: Any, lips: np.ndarray, mel: np.ndarray,
           _batched(ea, variables, aw[..., None].astype(np.float32)))
 
 
+def pair_auc(in_sync: np.ndarray, off_sync: np.ndarray) -> float:
+  """AUC of in-sync vs off-sync scores: the probability that an in-sync pair
+  scores above an off-sync one (ties count half), from ranks (Mann-Whitney U)."""
+  import scipy.stats  # pylint: disable=import-outside-toplevel
+  pos, neg = np.ravel(in_sync), np.ravel(off_sync)
+  if not len(pos) or not len(neg):
+    return float("nan")
+  ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))
+  u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+  return float(u / (len(pos) * len(neg)))
+
+
 def pair_accuracy(model: Any, variables: Any, head: dict[str, float],
                   clips: Sequence[ClipWindows], seed: int = 0,
                   min_pairs: int = 256) -> dict[str, float]:
@@ -259,7 +296,8 @@ def pair_accuracy(model: Any, variables: Any, head: dict[str, float],
   (the audio window at a uniformly random other position of the same clip,
   as upstream SyncNet's negatives); a pair is called in sync when
   `scale * cos + bias > 0`. When the windows give fewer than `min_pairs`
-  pairs, windows are drawn again (with new negatives) until they do.
+  pairs, windows are drawn again (with new negatives) until they do. "auc"
+  is `pair_auc` of the same pairs' cosines (free of the head's threshold).
   """
   rng = np.random.default_rng(seed)
   ea, ev = _embed_fns(model)
@@ -283,9 +321,11 @@ def pair_accuracy(model: Any, variables: Any, head: dict[str, float],
       n += 2 * len(ok)
       pos_cos.append(cp)
       neg_cos.append(cn)
-  return {"pair_acc": correct / max(n, 1), "pairs": n,
-          "cos_in_sync": float(np.mean(np.concatenate(pos_cos))) if pos_cos else float("nan"),
-          "cos_off_sync": float(np.mean(np.concatenate(neg_cos))) if neg_cos else float("nan")}
+  pos_cos = np.concatenate(pos_cos) if pos_cos else np.zeros(0)
+  neg_cos = np.concatenate(neg_cos) if neg_cos else np.zeros(0)
+  return {"pair_acc": correct / max(n, 1), "pairs": n, "auc": pair_auc(pos_cos, neg_cos),
+          "cos_in_sync": float(np.mean(pos_cos)) if n else float("nan"),
+          "cos_off_sync": float(np.mean(neg_cos)) if n else float("nan")}
 
 
 def shift_waveform(wav: np.ndarray, frames: int, fps: float = 25.0) -> np.ndarray:
@@ -344,14 +384,32 @@ def model_offset_fn(model: Any, variables: Any, padding: str = "exclude",
 # Train and evaluate.
 # -----------------------------------------------------------------------------
 
-def parse_speakers(entries: Sequence[str]) -> dict[str, str]:
-  """("clip=speaker", ...) -> {clip: speaker}."""
+def _parse_entries(entries: Sequence[str], field: str, form: str) -> dict[str, str]:
   out = {}
   for e in entries:
-    clip, sep, spk = str(e).partition("=")
-    if not sep or not clip or not spk:
-      raise LipSyncConfigError(f"config.speakers: bad entry {e!r}; expected 'clip=speaker'")
-    out[clip.strip()] = spk.strip()
+    key, sep, value = (x.strip() for x in str(e).partition("="))
+    if not sep or not key or not value:
+      raise LipSyncConfigError(f"config.{field}: bad entry {e!r}; expected '{form}'")
+    out[key] = value
+  return out
+
+
+def parse_speakers(entries: Sequence[str]) -> dict[str, str]:
+  """("clip=speaker", ...) -> {clip: speaker}."""
+  return _parse_entries(entries, "speakers", "clip=speaker")
+
+
+def parse_audio_lags(entries: Sequence[str], roots: Sequence[str]) -> dict[str, int]:
+  """("folder=frames", ...) -> {folder: frames}, each folder one of `roots`."""
+  out = {}
+  for root, frames in _parse_entries(entries, "audio_lag", "folder=frames").items():
+    if root not in roots:
+      raise LipSyncConfigError(f"config.audio_lag: {root} is not one of config.videos")
+    try:
+      out[root] = int(frames)
+    except ValueError:
+      raise LipSyncConfigError(f"config.audio_lag: {frames!r} is not a whole number of "
+                               f"frames") from None
   return out
 
 
@@ -385,6 +443,8 @@ def train(config: Any, train_clips: Sequence[lip_landmarks.ClipLips],
   sampler = SegmentSampler(windows, config.clips_per_batch, config.segment,
                            config.max_shift, config.seed, config.augment, config.mel_gain,
                            config.mel_shift, w)
+  for line in sampler.notes():
+    log(line)
   params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 80, mel_columns(w), 1)),
                       jnp.zeros((1, w, 40, 2)))["params"]
   head = init_head()
@@ -426,13 +486,23 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     if not pathlib.Path(r).exists():
       raise LipSyncConfigError(f"config.videos: no such file or directory: {r}")
   cache = config.cache_dir or str(work / "lip_cache")
-  clips, skipped = lip_landmarks.extract_videos(roots, cache, config.min_frames,
-                                                keep_crops=True,
-                                                speakers=parse_speakers(config.speakers),
-                                                progress=config.progress_bar)
+  lags = parse_audio_lags(config.audio_lag, roots)
+  clips, skipped = [], []
+  for root in roots:   # a folder at a time: its audio lag applies to its clips
+    got, lost = lip_landmarks.extract_videos([root], cache, config.min_frames,
+                                             keep_crops=True,
+                                             speakers=parse_speakers(config.speakers),
+                                             progress=config.progress_bar)
+    # Audio that lags its video by d frames: lips[0] is d frames later on it.
+    clips += [dataclasses.replace(c, first_frame=c.first_frame + lags.get(root, 0))
+              for c in got]
+    skipped += lost
   if not clips:
     raise LipSyncConfigError(f"no usable clip under {config.videos}: "
                              + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:3]))
+  print(f"lip_sync: lip tracks of {len(clips)} clips; {len(skipped)} skipped"
+        + "".join(f"\n  {s['name']}: {s['reason']}" for s in skipped[:10])
+        + (f"\n  ... (all in {work / 'summary.json'})" if len(skipped) > 10 else ""))
   train_clips, val_clips = split_clips(clips, list(config.val_speakers))
   if not train_clips:
     raise LipSyncConfigError("every clip is a val speaker's: nothing left to train on")
@@ -459,12 +529,13 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
                              "192x192 face crops, in crop units"},
           "training": {"videos": roots, "train_clips": summary["train_clips"],
                        "speakers": list(config.speakers),
+                       "audio_lag": list(config.audio_lag),
                        "val_speakers": list(config.val_speakers),
                        "steps": config.num_steps, "seed": config.seed,
                        "command": "python train.py --config configs/lip_sync.py "
                                   "--workdir WORKDIR --config.videos=VIDEOS"}}
   if val_clips:
-    meta["validation"] = {k: summary["val"][k] for k in ("pair_acc", "pairs",
+    meta["validation"] = {k: summary["val"][k] for k in ("pair_acc", "pairs", "auc",
                                                          "offset_recovery")}
   cfg = dict(config.model)
   checkpoint.save_model(work / "model", "lip_sync", cfg, variables, meta)
