@@ -32,6 +32,15 @@ that look-ahead is part of every frame's latency.
 Frame i shows source frame `ping_pong_index(i, n)` of a face video of n
 frames (a photo: always the same face, its encoder features computed once);
 each utterance starts again at frame 0, as a `run` does.
+
+The two-stage model (`TwoStageSyncer`, the built-in one) streams too: its
+syncer's `stream_lips` measures the face's neutral lips once, with the rest
+of the face, and its `StreamLips` turns each frame's mel context (32 columns:
+0.2 s before the Wav2Lip window and the window, so no more look-ahead) into
+the frame's lips as the frame completes. Its lips are smoothed over +-1
+frame, as offline, so a frame is made once the next frame's audio is in:
+one frame more look-ahead (40 ms at 25 fps; `lookahead_seconds(fps,
+extra_frames=1)`).
 """
 
 from __future__ import annotations
@@ -93,7 +102,7 @@ class StreamFrame:
 class _Job:
   """A frame whose mel window is complete: what `_render` needs."""
   index: int
-  window: np.ndarray     # (80, 16) float32
+  window: np.ndarray     # (80, 16) float32 mel window; two-stage: (80, 32) context, then (80,) lips
   audio: np.ndarray      # (k,) float32
   sample: int            # its first sample in the utterance (its timestamp)
   ref: float = 0.0       # realtime: when that sample had arrived (and was due)
@@ -106,13 +115,16 @@ def frame_sample(i: int, fps: float) -> int:
   return math.floor(i * SAMPLE_RATE / fps + 0.5)
 
 
-def lookahead_seconds(fps: float, frames: int = 1000) -> float:
+def lookahead_seconds(fps: float, frames: int = 1000, extra_frames: int = 0) -> float:
   """The most audio past a frame's timestamp that its window needs (the
-  first `frames` frames; at 25 fps 3401 samples, 212.6 ms)."""
-  i = np.arange(frames)
+  first `frames` frames; at 25 fps 3401 samples, 212.6 ms); with
+  `extra_frames`, the window of the frame that many later (the two-stage
+  model's smoothing: 1, at 25 fps 4041 samples, 252.6 ms)."""
+  i = np.arange(frames) + extra_frames
   need = (audio_lib.HOP_LENGTH * audio_lib.window_starts(i, fps)
           + audio_lib.HOP_LENGTH * (audio_lib.MEL_WINDOW - 1) + audio_lib.N_FFT // 2 + 1)
-  return float(np.max(need - np.array([frame_sample(k, fps) for k in i]))) / SAMPLE_RATE
+  return float(np.max(need - np.array([frame_sample(k - extra_frames, fps) for k in i]))
+               ) / SAMPLE_RATE
 
 
 def check_chunk(chunk, channels: int = 1, sample_rate: int | None = None) -> np.ndarray:
@@ -148,6 +160,8 @@ class StreamSession:
   Built by `LipSyncer.stream`. Frames are made in micro-batches of the
   syncer's batch size (1 to 4 keeps latency low; one compiled program).
   Not thread-safe: one thread pushes (`RealtimeStream` for a clocked one).
+  A syncer with `stream_lips` (the two-stage model) gets each frame's mel
+  context instead of its window, and its lips from its `StreamLips`.
 
   Attributes:
     fps, width, height: of the output frames.
@@ -158,10 +172,10 @@ class StreamSession:
   def __init__(self, syncer, face, *, channels: int = 1, warmup: bool = True):
     if channels < 1:
       raise InferenceError(f"channels must be >= 1, got {channels}")
-    if not getattr(syncer, "frames_from_mel_windows", False):
+    if not (getattr(syncer, "frames_from_mel_windows", False) or hasattr(syncer, "stream_lips")):
       raise InferenceError(f"the {syncer.arch} model does not stream yet (its frames take more "
                            "than a mel window): stream a Wav2Lip-style generator "
-                           "(a model directory, .pth or .onnx)")
+                           "(a model directory, .pth or .onnx) or a two-stage model")
     self.syncer = syncer
     self.channels = int(channels)
     self._tmp = tempfile.TemporaryDirectory(prefix="lipsync_stream_")
@@ -180,7 +194,8 @@ class StreamSession:
   def _prepare_face(self, face) -> None:
     """Opens the face, finds its box track (cache, detection or --box),
     keeps its frames (a spill file) and face crops, and for a photo the
-    encoder features. A face input with no face is an error."""
+    encoder features (the two-stage model: the face's neutral lips). A face
+    input with no face is an error."""
     syncer, opts = self.syncer, self.syncer.options
     fin = open_face(face, opts)
     self.fps = fin.fps
@@ -208,6 +223,8 @@ class StreamSession:
       raise InferenceError(f"no face found in {fin.path}: nothing to lip-sync")
     self.height, self.width = h, w
     self._feats = None
+    self._lips = (syncer.stream_lips(self._crops, fin.path) if hasattr(syncer, "stream_lips")
+                  else None)
     if fin.image is not None and opts.reuse_face_features and syncer.reuses_face_features:
       self._feats = syncer.encode_still(syncer.variables, self._crops[0][None])
 
@@ -216,7 +233,8 @@ class StreamSession:
     input) and imports and runs the mel code once, so that the first frame
     waits for neither."""
     audio_lib.melspectrogram(np.zeros(N_WARMUP, np.float32))
-    silence = np.zeros((1, audio_lib.NUM_MELS, audio_lib.MEL_WINDOW), np.float32)
+    silence = (self._lips.warmup() if self._lips is not None else
+               np.zeros((1, audio_lib.NUM_MELS, audio_lib.MEL_WINDOW), np.float32))
     crop = next(c for c in self._crops if c is not None)
     self.syncer.generate_faces(silence, [crop], self._feats)
 
@@ -244,6 +262,28 @@ class StreamSession:
     """`check_chunk` with this stream's channel count."""
     return check_chunk(chunk, self.channels, sample_rate)
 
+  @property
+  def _before(self) -> int:
+    """Mel columns a frame's input takes before its window's start."""
+    return 0 if self._lips is None else self._lips.before
+
+  def _windows(self, starts) -> np.ndarray:
+    """(k,) window starts in the utterance's mel -> (k, 80, 16) the frames'
+    mel windows, or their (k, 80, C) mel contexts (`StreamLips.context`)."""
+    rel = np.asarray(starts, np.int64) - self._col0
+    if self._lips is not None:
+      return self._lips.context(self._cols, rel)
+    if not len(rel):
+      return np.zeros((0, audio_lib.NUM_MELS, audio_lib.MEL_WINDOW), np.float32)
+    return np.stack([self._cols[:, c:c + audio_lib.MEL_WINDOW] for c in rel])
+
+  def _lip_stage(self, jobs: list[_Job], end: bool = False) -> list[_Job]:
+    """The two-stage model: the jobs whose lips are final (held back one
+    frame for the smoothing; `end`: all), windows replaced by lips."""
+    if self._lips is None:
+      return jobs
+    return self._lips.push(jobs) + (self._lips.finish() if end else [])
+
   def _job(self, i: int, window: np.ndarray, end: int | None = None) -> _Job:
     a = frame_sample(i, self.fps)
     b = frame_sample(i + 1, self.fps) if end is None else end
@@ -255,22 +295,24 @@ class StreamSession:
     self._cols = np.concatenate([self._cols, self._mel.push(wav)], axis=1)
     self._wav = np.concatenate([self._wav, wav])
     n, n_cols, fps = self._mel.samples, self._mel.columns, self.fps
-    jobs = []
+    first = self._next
     while True:
       i = self._next
       start = int(audio_lib.window_starts([i], fps)[0])
       if (start + audio_lib.MEL_WINDOW > n_cols or frame_sample(i + 1, fps) > n
           or i >= audio_lib.num_frames_for_audio(n, fps)):
         break
-      c = start - self._col0
-      jobs.append(self._job(i, self._cols[:, c:c + audio_lib.MEL_WINDOW]))
       self._next += 1
+    done = np.arange(first, self._next)
+    jobs = [self._job(int(i), w)
+            for i, w in zip(done, self._windows(audio_lib.window_starts(done, fps)))]
     # Keep only what the next frames need.
-    keep = min(int(audio_lib.window_starts([self._next], fps)[0]), n_cols)
+    keep = min(max(int(audio_lib.window_starts([self._next], fps)[0]) - self._before, 0),
+               n_cols)
     self._cols, self._col0 = self._cols[:, keep - self._col0:], keep
     keep = min(frame_sample(self._next, fps), n)
     self._wav, self._wav0 = self._wav[keep - self._wav0:], keep
-    return jobs
+    return self._lip_stage(jobs)
 
   def _finish(self) -> list[_Job]:
     """Ends the utterance: its remaining frames, with the offline path's
@@ -281,14 +323,16 @@ class StreamSession:
     if n:
       n_out = audio_lib.num_frames_for_audio(n, self.fps)
       rest = np.arange(self._next, n_out)
-      if self._col0 == 0:  # the whole mel is here (short utterances too)
+      if self._lips is not None:  # contexts run into the silence past the end, as offline
+        windows = self._windows(audio_lib.window_starts(rest, self.fps))
+      elif self._col0 == 0:  # the whole mel is here (short utterances too)
         windows = audio_lib.mel_windows(self._cols, n_out, self.fps)[self._next:]
-      else:
-        starts = audio_lib.window_starts(rest, self.fps, self._col0 + self._cols.shape[1])
-        windows = [self._cols[:, s - self._col0:s - self._col0 + audio_lib.MEL_WINDOW]
-                   for s in starts]
+      else:  # windows clamped to the mel's end, as offline
+        windows = self._windows(
+            audio_lib.window_starts(rest, self.fps, self._col0 + self._cols.shape[1]))
       jobs = [self._job(int(i), w, n if i == n_out - 1 else None)
               for i, w in zip(rest, windows)]
+    jobs = self._lip_stage(jobs, end=True)
     self._reset_utterance()
     return jobs
 

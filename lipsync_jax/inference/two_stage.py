@@ -16,6 +16,14 @@ their cache, the threads, pasting and encoding. What differs:
   source frame it is drawn on give its lips, smoothed over +-1 frame. They
   are the generator's per-frame input (`_frame_inputs`).
 * Stage 2, jitted per batch: faces = lip_renderer(lips, masked crop + crop).
+
+Streaming (`LipSyncer.stream`, `inference.stream`): the face's neutral lips
+are measured once, when the stream prepares its face (`stream_lips`), and
+`StreamLips` runs stage 1 on each frame as soon as its mel context is
+complete (the same look-ahead as Wav2Lip's window), through the same
+`predict_lips` and `LipSmoother` as `lips_for`. The smoothing is symmetric,
+so a frame's lips are final once the next frame's are known: streaming adds
+one frame (40 ms at 25 fps) to the look-ahead, and gives the offline lips.
 """
 
 from __future__ import annotations
@@ -48,10 +56,59 @@ def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions |
   return LipSyncer.from_checkpoint(path, options, **overrides)
 
 
+class LipSmoother:
+  """The [1, 2, 1] / 4 smoothing of a lip track over time (`LIP_SMOOTHING`),
+  fed in pieces: the first and last frames are repeated past the ends.
+
+  Symmetric, so it moves no lip in time; per-frame predictions jitter by a
+  fraction of a pixel. A frame's smoothed lips need the next frame's: `push`
+  returns all but the newest frame pushed so far, `finish` that one. The
+  whole track in one `push` + `finish` is `lips_for`'s smoothing; the same
+  track in any pieces gives the same numbers.
+  """
+
+  def __init__(self):
+    self._tail: np.ndarray | None = None   # (<= 2, 40, 2): the last frames pushed
+
+  def push(self, lips: np.ndarray) -> np.ndarray:
+    """(k, 40, 2) the next frames' lips -> (m, 40, 2) smoothed lips of the
+    frames now final (m = k - 1 on the first push, k after it)."""
+    lips = np.asarray(lips, np.float32)
+    if not LIP_SMOOTHING or not len(lips):
+      return lips
+    # The first push: frame -1 repeats frame 0.
+    seq = np.concatenate([lips[:1] if self._tail is None else self._tail, lips])
+    self._tail = seq[-2:]
+    return _smooth(seq)
+
+  def finish(self) -> np.ndarray:
+    """(0 or 1, 40, 2): the last frame's smoothed lips (frame n repeats
+    frame n - 1); starts a new track."""
+    if self._tail is None or not LIP_SMOOTHING:
+      self._tail = None
+      return np.zeros((0, NUM_POINTS, 2), np.float32)
+    seq = np.concatenate([self._tail, self._tail[-1:]])
+    self._tail = None
+    return _smooth(seq)
+
+
+def _smooth(seq: np.ndarray) -> np.ndarray:
+  """(k + 2, ...) -> (k, ...): 0.25 x[i - 1] + 0.5 x[i] + 0.25 x[i + 1]."""
+  return 0.25 * seq[:-2] + 0.5 * seq[1:-1] + 0.25 * seq[2:]
+
+
+def frame_neutral(neutral: np.ndarray, frames) -> np.ndarray:
+  """(n_src, 40, 2) neutral lips of the face input's frames, (k,) output
+  frame indices -> (k, 40, 2): each output frame's source frame's (played
+  back and forth, `ping_pong_index`; a photo's one frame)."""
+  return neutral[[ping_pong_index(int(j), len(neutral)) for j in frames]]
+
+
 class TwoStageSyncer(LipSyncer):
   """`LipSyncer` for a two-stage model (`lipsync_jax.two_stage`); build it
   with `load_syncer(path)` or `TwoStageSyncer.from_two_stage(path)`."""
-  # A frame needs a wider mel context and the face's lips: no streaming yet.
+  # A frame takes a wider mel context and the face's lips, not a mel window:
+  # a StreamSession streams it through `stream_lips`.
   frames_from_mel_windows = False
 
   def __init__(self, model, options: InferenceOptions | None = None, **overrides):
@@ -89,7 +146,8 @@ class TwoStageSyncer(LipSyncer):
                                         train=False)
       return faces_to_u8(out)
 
-    self.predict_lips = jax.jit(lambda v, mel, neutral: model.lips_module.apply(v, mel, neutral))
+    self.predict_lips_batch = jax.jit(
+        lambda v, mel, neutral: model.lips_module.apply(v, mel, neutral))
     self.generate_batch = jax.jit(
         generate, in_shardings=(replicated, self.data_sharding, self.data_sharding),
         out_shardings=self.data_sharding)
@@ -124,19 +182,24 @@ class TwoStageSyncer(LipSyncer):
                   ) -> tuple[np.ndarray, np.ndarray]:
     """FaceMesh lips of every source frame's face crop: (lips (n, 40, 2),
     valid (n,)). Raises a one-line InferenceError when no frame has lips."""
+    crops = [crop_face(frame, face_track.box(src), self.face_size)[1]
+             if face_track.has_face(src) else None
+             for src, frame in enumerate(source.decode())]
+    crops += [None] * ((face_track.n_source or 0) - len(crops))
+    return self.face_lips(crops, path)
+
+  def face_lips(self, crops: list, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """FaceMesh lips of a face input's frames from their face crops
+    ((S, S, 3) uint8, None where the frame has no face): (lips (n, 40, 2),
+    valid (n,)), n = max(len(crops), 1). Raises a one-line InferenceError
+    when no frame has lips."""
     from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
-    crops, rows = [], []
-    for src, frame in enumerate(source.decode()):
-      if face_track.has_face(src):
-        _, crop = crop_face(frame, face_track.box(src), self.face_size)
-        if crop is not None:
-          crops.append(crop)
-          rows.append(src)
-    n = max(len(rows) and rows[-1] + 1, face_track.n_source or 0, 1)
+    rows = [k for k, c in enumerate(crops) if c is not None]
+    n = max(len(crops), 1)
     lips = np.zeros((n, NUM_POINTS, 2), np.float32)
     valid = np.zeros((n,), bool)
-    if crops:
-      pts, presence = lip_landmarks.crop_lips(self.face_mesh, np.stack(crops))
+    if rows:
+      pts, presence = lip_landmarks.crop_lips(self.face_mesh, np.stack([crops[k] for k in rows]))
       lips[rows] = pts
       valid[rows] = presence >= lip_landmarks.MIN_PRESENCE
     if not valid.any():
@@ -144,26 +207,29 @@ class TwoStageSyncer(LipSyncer):
                            "model needs a visible mouth (a frontal face, mouth not covered)")
     return lips, valid
 
-  def lips_for(self, mel: np.ndarray, neutral: np.ndarray, fps: float) -> np.ndarray:
-    """Stage 1 over a whole utterance: (80, M) mel + (n, 40, 2) neutral lips
-    of the n output frames -> (n, 40, 2) lips, smoothed over time
-    (`LIP_SMOOTHING`: a 3-tap [1, 2, 1] / 4 filter, symmetric, so it moves no
-    lip in time; per-frame predictions jitter by a fraction of a pixel)."""
-    from lipsync_jax.data import sources  # pylint: disable=import-outside-toplevel
-    n = len(neutral)
-    starts = sources.mel_starts(np.arange(n), fps)
-    ctx = audio_to_lips.mel_context(mel, starts, self.context)
-    chunk = 256   # fixed shapes: one compilation for every length
+  def predict_lips(self, ctx: np.ndarray, neutral: np.ndarray, chunk: int) -> np.ndarray:
+    """Stage 1, unsmoothed: (n, 80, C, 1) mel contexts + (n, 40, 2) neutral
+    lips -> (n, 40, 2) lips, `chunk` frames a call (fixed shapes: one
+    compilation per chunk size)."""
+    n = len(ctx)
     out = np.empty((n, NUM_POINTS, 2), np.float32)
     for i in range(0, n, chunk):
       k = min(chunk, n - i)
-      out[i:i + k] = np.asarray(self.predict_lips(
-          self.lips_variables, pad_to_batch(ctx[i:i + k], chunk),
+      out[i:i + k] = np.asarray(self.predict_lips_batch(
+          self.lips_variables, pad_to_batch(np.asarray(ctx[i:i + k], np.float32), chunk),
           pad_to_batch(np.asarray(neutral[i:i + k], np.float32), chunk)))[:k]
-    if LIP_SMOOTHING and n > 2:
-      padded = np.concatenate([out[:1], out, out[-1:]])
-      out = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
     return out
+
+  def lips_for(self, mel: np.ndarray, neutral: np.ndarray, fps: float) -> np.ndarray:
+    """Stage 1 over a whole utterance: (80, M) mel + (n, 40, 2) neutral lips
+    of the n output frames -> (n, 40, 2) lips, smoothed over time
+    (`LipSmoother`)."""
+    from lipsync_jax.data import sources  # pylint: disable=import-outside-toplevel
+    starts = sources.mel_starts(np.arange(len(neutral)), fps)
+    ctx = audio_to_lips.mel_context(mel, starts, self.context)
+    smoother = LipSmoother()
+    lips = self.predict_lips(ctx, neutral, 256)
+    return np.concatenate([smoother.push(lips), smoother.finish()])
 
   def _frame_inputs(self, job: PreparedJob, source: FrameSource,
                     face_track: FaceTrack) -> np.ndarray:
@@ -171,10 +237,78 @@ class TwoStageSyncer(LipSyncer):
     neutral mouth of the source frame it is pasted into."""
     lips, valid = self.source_lips(source, face_track, job.face.path)
     neutral = audio_to_lips.neutral_lips(lips, valid)
-    n_out, n_src = job.frames, len(neutral)
-    src = np.array([0 if job.face.image is not None else
-                    (j if j < n_src else ping_pong_index(j, n_src)) for j in range(n_out)])
+    if job.face.image is not None:
+      neutral = neutral[:1]
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
-    out = self.lips_for(job.mel, neutral[np.minimum(src, n_src - 1)], job.face.fps)
-    return out.reshape(n_out, -1).astype(np.float32)
+    out = self.lips_for(job.mel, frame_neutral(neutral, range(job.frames)), job.face.fps)
+    return out.reshape(job.frames, -1).astype(np.float32)
+
+  # --- streaming -------------------------------------------------------------
+
+  def stream_lips(self, crops: list, path: str) -> "StreamLips":
+    """Stage 1 for a `StreamSession` on a face input whose frames' face
+    crops are `crops` ((S, S, 3) uint8, None: no face): measures the face's
+    neutral lips once (a one-line InferenceError if it has none)."""
+    lips, valid = self.face_lips(crops, path)
+    return StreamLips(self, audio_to_lips.neutral_lips(lips, valid))
+
+
+class StreamLips:
+  """Stage 1 of the two-stage model for a `StreamSession`: mel contexts in,
+  the renderer's per-frame lips out, as `TwoStageSyncer.lips_for` makes them.
+
+  The session hands it each frame once the frame's mel context, columns
+  [s - `before`, s - `before` + `columns`) of the utterance's mel around
+  the frame's Wav2Lip window start s, is complete (`context`): that is the
+  Wav2Lip window's own look-ahead. `push` runs stage 1 on those frames
+  (micro-batches of the syncer's batch size) and smooths (`LipSmoother`), so
+  it returns each frame one frame later, with its final lips; `finish`
+  returns the utterance's last one.
+
+  Attributes:
+    before, columns: the mel context (16 and 32 columns).
+    neutral: (n_src, 40, 2) the face input's neutral lips per frame.
+  """
+
+  def __init__(self, syncer: TwoStageSyncer, neutral: np.ndarray):
+    self.syncer = syncer
+    self.neutral = np.asarray(neutral, np.float32)
+    self.before = audio_to_lips.CONTEXT_BEFORE
+    self.columns = syncer.context
+    self._smoother = LipSmoother()
+    self._held: list = []   # the frames pushed whose lips are not final yet
+
+  def context(self, cols: np.ndarray, starts) -> np.ndarray:
+    """(80, M) mel columns, (k,) window starts within them -> (k, 80, C)
+    contexts; columns outside `cols` are silence (`audio_to_lips.mel_context`)."""
+    return audio_to_lips.mel_context(cols, np.asarray(starts), self.columns, self.before)[..., 0]
+
+  def warmup(self) -> np.ndarray:
+    """Compiles stage 1 for the micro-batch; -> (1, 80) lips of silence on
+    the first source frame, for compiling the renderer."""
+    ctx = self.context(np.zeros((80, 0), np.float32), [0])
+    lips = self.syncer.predict_lips(ctx[..., None], self.neutral[:1], self.syncer.batch_size)
+    return lips.reshape(1, -1)
+
+  def push(self, jobs: list) -> list:
+    """Jobs (`.index` the frame, `.window` its (80, C) mel context) ->
+    the jobs whose lips are now final, their `.window` replaced by the
+    (80,) lips row the renderer takes."""
+    if not jobs:
+      return []
+    ctx = np.stack([j.window for j in jobs])[..., None]
+    lips = self.syncer.predict_lips(ctx, frame_neutral(self.neutral, [j.index for j in jobs]),
+                                    self.syncer.batch_size)
+    return self._release(self._smoother.push(lips), jobs)
+
+  def finish(self) -> list:
+    """The utterance's last held job, with its lips; starts a new one."""
+    return self._release(self._smoother.finish(), [])
+
+  def _release(self, lips: np.ndarray, jobs: list) -> list:
+    self._held += jobs
+    done, self._held = self._held[:len(lips)], self._held[len(lips):]
+    for job, row in zip(done, lips):
+      job.window = row.reshape(-1)
+    return done
