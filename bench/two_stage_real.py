@@ -21,9 +21,10 @@ its own speech, ours on LibriVox).
 
 `--suite grid`: GRID s1 test sentences never trained on (the `test` split of
 `--grid-data`, a `data_prep/preprocess.py` dataset of ../shared/data/grid_s1),
-driven by their own audio: face PSNR / SSIM (128 px face crops), mouth
-LPIPS, and LMD (FaceMesh lip points, in pixels of a 96 px crop); and the
-same sentences driven by LibriVox speech, scored by both sync judges.
+driven by their own audio: face PSNR / SSIM (128 px face crops, area-resized
+from the scorer's 192 px crops, so each video is detected once), mouth
+LPIPS, LMD (FaceMesh lip points, in pixels of a 96 px crop) and both sync
+judges; and the first 10 driven by LibriVox speech, scored by both judges.
 
 Each video is made once (rerun to resume); the tables are printed and
 written to WORKDIR/results.json.
@@ -67,35 +68,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Judges:
-  """Both sync judges on finished videos, FaceMesh run once per video."""
+  """Both sync judges on finished videos, FaceMesh run once per video; the
+  source videos' crops and lips are kept, as every model is judged against
+  the same ones."""
 
   def __init__(self):
     from lipsync_jax.evaluation import metrics
     from lipsync_jax.vision import face_detection
     self.scorer = metrics.load_builtin_scorer()
     self.detector = face_detection.create_detector("default")
+    self._sources: dict[str, dict] = {}
 
-  def __call__(self, path: pathlib.Path) -> dict:
-    from lipsync_jax.evaluation import energy_judge, metrics
-    from lipsync_jax.io import audio as audio_lib
+  def read(self, path: pathlib.Path) -> dict:
+    """Face crops (n, S, S, 3) at the scorer's size S, their first frame and
+    fps, and FaceMesh's lips (n, P, 2) with validity (n,)."""
     from lipsync_jax.vision import face_crops
     crops, first, fps, _ = face_crops.video_face_crops(str(path), self.scorer.face_size,
                                                        self.detector)
-    wav = audio_lib.load_audio(path)
     lips, valid = self.scorer.lips(crops)      # FaceMesh once, for both judges
-    r = metrics.sync_scores(self.scorer, crops, metrics.ClipAudio(wav=wav), fps,
-                            first_frame=first, padding="exclude",
-                            video_windows=self.scorer.lip_video_windows(lips, valid))
+    return {"crops": crops, "first": first, "fps": fps, "lips": lips, "valid": valid}
+
+  def source(self, path: pathlib.Path) -> dict:
+    """`read` of a source video, kept."""
+    if str(path) not in self._sources:
+      self._sources[str(path)] = self.read(path)
+    return self._sources[str(path)]
+
+  def score(self, path: pathlib.Path, seen: dict) -> dict:
+    """Both judges' best offsets of a video already `read`."""
+    from lipsync_jax.evaluation import energy_judge, metrics
+    from lipsync_jax.io import audio as audio_lib
+    wav = audio_lib.load_audio(path)
+    r = metrics.sync_scores(self.scorer, seen["crops"], metrics.ClipAudio(wav=wav), seen["fps"],
+                            first_frame=seen["first"], padding="exclude",
+                            video_windows=self.scorer.lip_video_windows(seen["lips"],
+                                                                        seen["valid"]))
     try:
-      j = energy_judge.lip_energy_lag(lips, valid, wav, first, fps)
+      j = energy_judge.lip_energy_lag(seen["lips"], seen["valid"], wav, seen["first"],
+                                      seen["fps"])
       lag, jr = j.best_lag, j.r_best
     except energy_judge.JudgeError:
       lag, jr = None, None
     return {"video": path.name, "offset": int(r.offset), "lse_d": float(r.lse_d),
             "judge_lag": lag, "judge_r": jr}
 
+  def __call__(self, path: pathlib.Path) -> dict:
+    return self.score(path, self.read(path))
 
-def _share(values, targets, tol=1) -> str:
+
+def share(values, targets, tol=1) -> str:
   pairs = [(a, b) for a, b in zip(values, targets) if a is not None and b is not None]
   if not pairs:
     return "n/a"
@@ -131,12 +152,12 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
   src = [sources[r["face"]] for r in rows]
   table = {
       "videos": len(rows),
-      "scorer_within1_of_source": _share([r["offset"] for r in rows], [s["offset"] for s in src]),
-      "scorer_within1_of_0": _share([r["offset"] for r in rows], [0] * len(rows)),
-      "judge_within1_of_0": _share([r["judge_lag"] for r in rows], [0] * len(rows)),
-      "judge_sources_within1_of_0": _share([s["judge_lag"] for s in sources.values()],
+      "scorer_within1_of_source": share([r["offset"] for r in rows], [s["offset"] for s in src]),
+      "scorer_within1_of_0": share([r["offset"] for r in rows], [0] * len(rows)),
+      "judge_within1_of_0": share([r["judge_lag"] for r in rows], [0] * len(rows)),
+      "judge_sources_within1_of_0": share([s["judge_lag"] for s in sources.values()],
                                            [0] * len(sources)),
-      "judge_within1_of_source": _share([r["judge_lag"] for r in rows],
+      "judge_within1_of_source": share([r["judge_lag"] for r in rows],
                                         [s["judge_lag"] for s in src]),
       "rows": rows, "sources": sources, "reconstruction": recon}
   mouth_grid(faces[:4], out, work / "mouth_grid.png")
@@ -167,11 +188,16 @@ def mouth_grid(faces, out: pathlib.Path, path: pathlib.Path) -> None:
   cv2.imwrite(str(path), np.concatenate(rows, 0))
 
 
+def _resized(crops: np.ndarray, size: int) -> np.ndarray:
+  """(n, S, S, 3) uint8 -> (n, size, size, 3), area-averaged."""
+  import cv2
+  return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+
+
 def grid(syncer, judges, shared: pathlib.Path, data: pathlib.Path, work: pathlib.Path,
          limit: int) -> dict:
   from lipsync_jax.data import format as fmt
   from lipsync_jax.evaluation import metrics
-  from lipsync_jax.vision import face_crops
   import tqdm
   index = fmt.load_index(data)
   clips = [c for c in index.split("test")]
@@ -180,22 +206,23 @@ def grid(syncer, judges, shared: pathlib.Path, data: pathlib.Path, work: pathlib
   out.mkdir(parents=True, exist_ok=True)
   speech = [shared / "data" / "real" / "audio" / "librivox_pocketsphinx" / s for s in SPEECH]
   lpips = metrics.LPIPSMetric("alexnet")
-  face_m, mouth_lp, lmd, foreign = [], [], [], []
+  face_m, mouth_lp, lmd, own_sync, foreign = [], [], [], [], []
   for i, clip in enumerate(tqdm.tqdm(clips, desc="GRID test sentences", unit="clip")):
     src = pathlib.Path(clip.source)
     own = out / f"{src.stem}.mp4"
     if not own.is_file():
       syncer.run(src, src, own)
-    gen, g_first, _, _ = face_crops.video_face_crops(str(own), FACE_CROP, judges.detector)
-    tru, t_first, _, _ = face_crops.video_face_crops(str(src), FACE_CROP, judges.detector)
-    lo, hi = max(g_first, t_first), min(g_first + len(gen), t_first + len(tru))
-    gen, tru = gen[lo - g_first:hi - g_first], tru[lo - t_first:hi - t_first]
+    g, t = judges.read(own), judges.source(src)
+    lo = max(g["first"], t["first"])
+    hi = min(g["first"] + len(g["crops"]), t["first"] + len(t["crops"]))
+    gs, ts = slice(lo - g["first"], hi - g["first"]), slice(lo - t["first"], hi - t["first"])
+    gen, tru = _resized(g["crops"][gs], FACE_CROP), _resized(t["crops"][ts], FACE_CROP)
     face_m.append(metrics.reconstruction_metrics(gen, tru, None))
     mouth_lp.append(float(np.mean(lpips(gen[:, FACE_CROP // 2:], tru[:, FACE_CROP // 2:]))))
-    gl, gv = judges.scorer.lips(gen)
-    tl, tv = judges.scorer.lips(tru)
-    ok = gv & tv
+    gl, tl = g["lips"][gs], t["lips"][ts]
+    ok = g["valid"][gs] & t["valid"][ts]
     lmd.append(float(np.mean(np.linalg.norm(gl[ok] - tl[ok], axis=-1)) * 96))
+    own_sync.append(judges.score(own, g))
     if i < 10:   # foreign speech: 10 sentences, one LibriVox WAV each
       s = speech[i % len(speech)]
       f = out / f"{src.stem}__{s.stem[-4:]}.mp4"
@@ -206,11 +233,15 @@ def grid(syncer, judges, shared: pathlib.Path, data: pathlib.Path, work: pathlib
           "face_psnr": float(np.mean([m["psnr"] for m in face_m])),
           "face_ssim": float(np.mean([m["ssim"] for m in face_m])),
           "mouth_lpips": float(np.mean(mouth_lp)), "lmd_px96": float(np.mean(lmd)),
-          "foreign_scorer_within1_of_0": _share([r["offset"] for r in foreign],
+          "own_scorer_within1_of_0": share([r["offset"] for r in own_sync],
+                                            [0] * len(own_sync)),
+          "own_judge_within1_of_0": share([r["judge_lag"] for r in own_sync],
+                                           [0] * len(own_sync)),
+          "foreign_scorer_within1_of_0": share([r["offset"] for r in foreign],
                                                 [0] * len(foreign)),
-          "foreign_judge_within1_of_0": _share([r["judge_lag"] for r in foreign],
+          "foreign_judge_within1_of_0": share([r["judge_lag"] for r in foreign],
                                                [0] * len(foreign)),
-          "foreign": foreign}
+          "own": own_sync, "foreign": foreign}
 
 
 def main(argv=None) -> int:
@@ -259,7 +290,9 @@ def main(argv=None) -> int:
     results["grid"] = g
     print(f"\nGRID s1, {g['clips']} test sentences on their own audio:")
     print(f"face PSNR {g['face_psnr']:.2f} dB, SSIM {g['face_ssim']:.3f} ({FACE_CROP} px "
-          f"crops), mouth LPIPS {g['mouth_lpips']:.3f}, LMD {g['lmd_px96']:.2f} px (96 px crop)")
+          f"crops), mouth LPIPS {g['mouth_lpips']:.3f}, LMD {g['lmd_px96']:.2f} px (96 px crop); "
+          f"sync within +-1 of 0: scorer {g['own_scorer_within1_of_0']}, energy judge "
+          f"{g['own_judge_within1_of_0']}")
     print(f"foreign speech (10 sentences): scorer within +-1 of 0 "
           f"{g['foreign_scorer_within1_of_0']}, energy judge {g['foreign_judge_within1_of_0']}")
   (work / "results.json").write_text(json.dumps(results, indent=1, default=float))

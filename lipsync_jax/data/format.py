@@ -85,6 +85,8 @@ class ClipMeta:
     offset: record index of the metadata record in ``file``.
     span: (start, stop) when a time split confines the clip to frames
       start..stop-1 (``restrict_to_span``; not stored), else None.
+    words: timed words as (first, stop, word) frame spans, where the source
+      came with them (GRID's `.align` files, ``data/grid.py``), else None.
   """
 
   clip_id: str
@@ -100,6 +102,7 @@ class ClipMeta:
   file: str = ""
   offset: int = 0
   span: tuple[int, int] | None = None
+  words: list[tuple[int, int, str]] | None = None
 
   @property
   def n_mel_blocks(self) -> int:
@@ -128,6 +131,8 @@ class ClipMeta:
     }
     if with_boxes:
       d["boxes"] = np.round(np.asarray(self.boxes, np.float64), 2).tolist()
+    if self.words is not None:
+      d["words"] = [[int(a), int(b), str(w)] for a, b, w in self.words]
     return d
 
   @classmethod
@@ -139,7 +144,9 @@ class ClipMeta:
                num_frames=int(d["num_frames"]), found=found,
                boxes=boxes.reshape(-1, 4), detector=d["detector"],
                mel_cols=int(d["mel_cols"]), notes=list(d.get("notes", [])),
-               file=d.get("file", ""), offset=int(d.get("offset", 0)))
+               file=d.get("file", ""), offset=int(d.get("offset", 0)),
+               words=([(int(a), int(b), str(w)) for a, b, w in d["words"]]
+                      if d.get("words") is not None else None))
 
 
 # ----------------------------------------------------------------------------

@@ -7,7 +7,9 @@ Per clip (``process_clip``, in a worker process with its own detector):
    is resampled by timestamp); audio at 16 kHz mono -> mel.
 3. audio/video length: trimmed to the shorter when they differ by at most
    ``max_av_diff`` seconds (noted), failed beyond that.
-4. too short (< ``min_frames`` frames) -> failed.
+4. too short (< ``min_frames`` frames) -> failed. Word timings, where the
+   video sits in a GRID layout (``data/grid.py``), go into its index entry;
+   a missing or mismatched `.align` file is noted and the clip goes on.
 5. faces: batched detection, one track (largest and temporally consistent,
    noted when several faces are seen), smoothing, padding, crop + resize.
    Frames without a face are recorded (found=False, empty record); no face,
@@ -42,6 +44,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from lipsync_jax.data import format as fmt
+from lipsync_jax.data import grid
 from lipsync_jax.data import sources
 
 FPS = 25.0
@@ -212,6 +215,9 @@ def _process(path: pathlib.Path, clip_id: str, out_dir: pathlib.Path,
     raise ClipFailure(f"too short: {n} frame(s) at {FPS:g} fps, need >= "
                       f"{cfg.min_frames}")
   mel = audio.melspectrogram(wav)
+  words, words_note = grid.clip_words(path, n, FPS)
+  if words_note:
+    notes.append(words_note)
 
   boxes, found, track_notes = fd.select_track(per_frame)
   notes.extend(track_notes)
@@ -231,7 +237,7 @@ def _process(path: pathlib.Path, clip_id: str, out_dir: pathlib.Path,
       clip_id=clip_id, speaker_id=speaker_for(clip_id), source=str(path),
       fps=FPS, num_frames=n, found=found, boxes=boxes.astype(np.float32),
       detector=getattr(detector, "name", "custom"), mel_cols=mel.shape[1],
-      notes=list(notes))
+      notes=list(notes), words=words)
   if not len(sources.clip_windows(meta).gen):
     raise ClipFailure("no 5-frame window with a face in every frame")
 
@@ -247,7 +253,8 @@ def _process(path: pathlib.Path, clip_id: str, out_dir: pathlib.Path,
     w.write_clip(meta, mel, crops(), cfg.codec, cfg.jpeg_quality)
   return {"frames": n, "face_frames": k, "part": meta.file,
           "jitter_raw": round(jitter_raw, 5), "jitter": round(jitter, 5),
-          "notes": list(notes), "speaker_id": meta.speaker_id}
+          "notes": list(notes), "speaker_id": meta.speaker_id,
+          "words": None if words is None else len(words)}
 
 
 # ----------------------------------------------------------------------------
@@ -337,6 +344,11 @@ def pack(out_dir: pathlib.Path, cfg: PrepConfig,
       "num_ok": sum(e["status"] == "ok" for e in entries),
       "num_failed": sum(e["status"] != "ok" for e in entries),
       "num_clips_in_dataset": len(clips),
+      # Clips with word timings (GRID .align files), and those in a GRID
+      # layout whose timings are missing or do not fit (reason in notes).
+      "num_with_words": sum(c.words is not None for c in clips),
+      "num_words_unusable": sum(any(n.startswith(grid.NO_WORDS) for n in e["notes"])
+                                for e in entries),
       "split": split_info,
       "config": dataclasses.asdict(cfg),
       "clips": entries,
@@ -370,6 +382,12 @@ def format_report(report: dict[str, Any], max_rows: int = 200) -> str:
         for s in fmt.SPLITS))
     if split["note"]:
       lines.append(f"note: {split['note']}")
+  if report.get("num_with_words") or report.get("num_words_unusable"):
+    lines.append(f"word timings: {report['num_with_words']} clip(s) with, "
+                 f"{report['num_words_unusable']} without:")
+    for e in report["clips"]:
+      lines.extend(f"  {e['clip_id']}: {n[len(grid.NO_WORDS):]}"
+                   for n in e.get("notes", []) if n.startswith(grid.NO_WORDS))
   return "\n".join(lines)
 
 
