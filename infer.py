@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--hard-paste", action="store_true",
                  help="paste the whole box as upstream (no feathering/colour matching)")
   p.add_argument("--detector", default="default", help="face detector name")
+  p.add_argument("--lip-gain", type=float, default=None,
+                 help="two-stage models: factor on the predicted lip motion (default: the "
+                      "model's calibrated gain)")
+  p.add_argument("--reference", choices=("rest", "frame"), default="rest",
+                 help="two-stage models: the renderer's reference, the face's most closed-mouth "
+                      "frame (rest) or each frame itself (frame, as Wav2Lip)")
   p.add_argument("--cache-dir", default=None,
                  help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
   p.add_argument("--no-cache", action="store_true",
@@ -146,6 +152,8 @@ def _quick_check(args) -> str | None:
     return f"{args.checkpoint} is an ONNX file: run it with --backend onnxruntime"
   if args.batch_size is not None and args.batch_size < 1:
     return f"batch size must be >= 1, got {args.batch_size}"
+  if args.lip_gain is not None and not 0 < args.lip_gain <= 10:
+    return f"--lip-gain must be in (0, 10], got {args.lip_gain}"
   if args.face_size is not None and args.face_size < 1:
     return f"--face-size must be >= 1, got {args.face_size}"
   if args.jobs is not None:
@@ -183,7 +191,8 @@ def _options(args, batch_size: int):
       box=tuple(args.box) if args.box else None, fps=args.fps,
       batch_size=batch_size if args.batch_size is None else args.batch_size,
       static=args.static, hard_paste=args.hard_paste, detector=args.detector,
-      box_cache=not args.no_cache, cache_dir=args.cache_dir)
+      box_cache=not args.no_cache, cache_dir=args.cache_dir, lip_gain=args.lip_gain,
+      reference=args.reference)
 
 
 def _load_syncer(args, options, make_syncer=None):

@@ -36,8 +36,11 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+import numpy as np
+
 MANIFEST = "two_stage.json"
 FORMAT = 1
+MAX_GAIN = 10.0
 
 
 class TwoStageError(ValueError):
@@ -71,6 +74,11 @@ class TwoStageModel:
   def context(self) -> int:
     return int(self.lips_module.context)
 
+  @property
+  def lip_gain(self) -> float:
+    """The factor on stage 1's lip motion at inference (`calibrate`)."""
+    return float(self.manifest.get("lip_gain", 1.0))
+
 
 def load(path: str | os.PathLike) -> TwoStageModel:
   """Loads a two-stage model directory ("builtin": the shipped one)."""
@@ -84,6 +92,10 @@ def load(path: str | os.PathLike) -> TwoStageModel:
     raise TwoStageError(f"{root / MANIFEST}: not valid JSON ({e})") from None
   if manifest.get("format") != FORMAT:
     raise TwoStageError(f"{root / MANIFEST}: unknown format {manifest.get('format')!r}")
+  gain = manifest.get("lip_gain", 1.0)
+  if not isinstance(gain, (int, float)) or not 0 < gain <= MAX_GAIN:
+    raise TwoStageError(f"{root / MANIFEST}: lip_gain must be a number in (0, {MAX_GAIN}], "
+                        f"got {gain!r}")
   lips = checkpoint.load_model(root / manifest.get("lips", "lips"),
                                expected_arch="audio_to_lips")
   renderer = checkpoint.load_model(root / manifest.get("renderer", "renderer"),
@@ -93,12 +105,13 @@ def load(path: str | os.PathLike) -> TwoStageModel:
 
 
 def pack(lips: str | os.PathLike, renderer: str | os.PathLike, out: str | os.PathLike,
-         note: str = "") -> pathlib.Path:
+         note: str = "", lip_gain: dict[str, Any] | None = None) -> pathlib.Path:
   """Writes a two-stage model directory from two workdirs or model dirs.
 
   The stages are loaded (so a wrong or broken one fails here, not at
   inference), saved again under `out` through a temporary folder that is
-  renamed only when complete.
+  renamed only when complete. `lip_gain`: a `calibrate` result, kept in the
+  manifest (the gain inference uses, and how it was measured).
   """
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
   out = pathlib.Path(out)
@@ -116,6 +129,9 @@ def pack(lips: str | os.PathLike, renderer: str | os.PathLike, out: str | os.Pat
                 "sources": {"lips": str(lips), "renderer": str(renderer)}}
     if note:
       manifest["note"] = note
+    if lip_gain is not None:
+      manifest["lip_gain"] = float(lip_gain["lip_gain"])
+      manifest["lip_gain_calibration"] = lip_gain
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     if out.exists():
       shutil.rmtree(out)
@@ -124,6 +140,129 @@ def pack(lips: str | os.PathLike, renderer: str | os.PathLike, out: str | os.Pat
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out
+
+
+GAIN_GRID = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def _calibration_segments(data: pathlib.Path, max_clips: int, max_frames: int) -> list:
+  """(clip, start, n, lips, valid) pieces of the val and test clips of a
+  dataset: runs of frames with a face, cut into pieces of at most
+  `max_frames` (at least 25), kept when FaceMesh saw lips on 90% of them."""
+  from lipsync_jax.data import format as fmt, lip_store  # pylint: disable=import-outside-toplevel
+  index = fmt.load_index(data)
+  clips = []
+  for split in ("val", "test"):
+    try:
+      clips += index.split(split)
+    except fmt.DatasetFormatError:
+      pass
+  out = []
+  for clip in clips:
+    found = np.concatenate([np.asarray(clip.found, bool), [False]])
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], found]).astype(np.int8)))
+    lips, valid = lip_store.load_clip_lips(data, clip)
+    for a, b in zip(edges[::2], edges[1::2]):
+      for s in range(a, b, max_frames):
+        n = min(max_frames, b - s)
+        if n >= 25 and valid[s:s + n].mean() >= 0.9:
+          out.append((clip, s, n, lips[s:s + n], valid[s:s + n]))
+        if len(out) == max_clips:
+          return out
+  return out
+
+
+def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int = 40,
+              max_frames: int = 100, gains: Sequence[float] = GAIN_GRID,
+              progress: bool = True, reference: str = "rest") -> dict[str, Any]:
+  """Measures the lip gain at which rendered mouths move as much as real ones.
+
+  Stage 1 regresses to the mean of many speakers, so its lip motion is damped,
+  and the renderer damps it again. On the val and test clips of `data` (a
+  `data_prep` dataset with lip tracks), each face clip A is driven by the
+  audio of another clip B, as in use: stage 1 -> motion x gain -> renderer
+  (A's own crops, masked, and its reference as inference gives it, see
+  `InferenceOptions.reference`) -> FaceMesh on the rendered crops. The ratio is the standard deviation of the output's
+  inner-lip opening over that of A's own FaceMesh track. The gain returned
+  is where the median ratio over the clips crosses 1 (linear interpolation
+  over `gains`; their end when it never does).
+
+  Returns {"lip_gain", "ratios" {gain: median ratio}, "stage1_ratio" (stage
+  1's own opening amplitude over the natural one, no renderer), "clips",
+  "data"}. Raises TwoStageError when `data` has fewer than 4 usable clips.
+  """
+  from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.inference import two_stage as ts  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.models import audio_to_lips  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
+  import tqdm  # pylint: disable=import-outside-toplevel
+  data = pathlib.Path(data)
+  if not (data / "index.json").is_file():
+    raise TwoStageError(f"{data} is not a data_prep dataset (no index.json)")
+  segments = _calibration_segments(data, max_clips, max_frames)
+  if len(segments) < 4:
+    raise TwoStageError(f"{data}: {len(segments)} usable val/test clips with lip tracks "
+                        "(need 4; run data_prep/lip_tracks.py)")
+  gains = sorted(float(g) for g in gains)
+  syncer = ts.TwoStageSyncer(load(path), lip_gain=1.0, reference=reference)
+  index = fmt.load_index(data)
+  reader = fmt.ClipReader(index.data_dir, index.codec, index.img_size)
+  gap = lip_landmarks.inner_gap
+  ratios = {g: [] for g in gains}
+  stage1 = []
+  for i, (clip, s, n, lips, valid) in enumerate(
+      tqdm.tqdm(segments, desc="calibrating the lip gain", unit="clip", disable=not progress)):
+    other, s_b, n_b, _, _ = segments[(i + len(segments) // 2) % len(segments)]
+    n = min(n, n_b)
+    natural = float(np.std(gap(lips[:n])[valid[:n]]))
+    if natural <= 0:
+      continue
+    neutral = audio_to_lips.neutral_lips(lips[:n], valid[:n])
+    moved = syncer.lips_for(reader.full_mel(other), neutral, other.fps, first_frame=s_b) - neutral
+    stage1.append(float(np.std(gap(neutral + moved))) / natural)
+    crops = reader.frames(clip, s, n)
+    key = syncer.reference_key(list(crops), lips[:n], valid[:n])
+    for g in gains:
+      rows = np.concatenate([(neutral + g * moved).reshape(n, -1), np.full((n, 1), key)], 1)
+      out = np.concatenate([syncer.generate_faces(rows[k:k + syncer.batch_size],
+                                                  list(crops[k:k + syncer.batch_size]))
+                            for k in range(0, n, syncer.batch_size)])
+      pts, presence = lip_landmarks.crop_lips(syncer.face_mesh, out)
+      ok = presence >= lip_landmarks.MIN_PRESENCE
+      if ok.sum() >= 2:
+        ratios[g].append(float(np.std(gap(pts)[ok])) / natural)
+  med = {g: float(np.median(r)) for g, r in ratios.items() if r}
+  if not med:
+    raise TwoStageError(f"FaceMesh finds no lips on the faces {path} renders from {data}")
+  return {"lip_gain": round(crossing_gain(med), 2), "ratios": {str(g): round(r, 3) for g, r in med.items()},
+          "stage1_ratio": round(float(np.median(stage1)), 3), "clips": len(stage1),
+          "reference": reference, "data": str(data)}
+
+
+def crossing_gain(ratios: dict[float, float]) -> float:
+  """{gain: amplitude ratio} -> the gain where the ratio crosses 1, linearly
+  interpolated between the two gains around the first crossing; the largest
+  gain when every ratio is below 1, the smallest when none is."""
+  xs = sorted(ratios)
+  if ratios[xs[0]] >= 1:
+    return float(xs[0])
+  for a, b in zip(xs, xs[1:]):
+    if ratios[a] < 1 <= ratios[b]:
+      return float(a + (1 - ratios[a]) * (b - a) / (ratios[b] - ratios[a]))
+  return float(xs[-1])
+
+
+def set_lip_gain(path: str | os.PathLike, result: dict[str, Any]) -> pathlib.Path:
+  """Writes a `calibrate` result into a two-stage model's manifest (atomically)."""
+  root = pathlib.Path(path)
+  load(root)
+  manifest = json.loads((root / MANIFEST).read_text())
+  manifest["lip_gain"] = float(result["lip_gain"])
+  manifest["lip_gain_calibration"] = result
+  tmp = root / (MANIFEST + ".tmp")
+  tmp.write_text(json.dumps(manifest, indent=1))
+  os.replace(tmp, root / MANIFEST)
+  return root
 
 
 FINETUNE_STEPS = {"renderer": 600, "lips": 800}
@@ -173,8 +312,16 @@ def finetune(videos: str | os.PathLike, workdir: str | os.PathLike, base: str = 
     summary = work / stage / "summary.json"
     if not (summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"):
       train_lib.train_and_evaluate(c, str(work / stage))
-  return pack(work / "lips", work / "renderer", work / "model",
-              note=f"fine-tuned from {base} on {videos}")
+  out = pack(work / "lips", work / "renderer", work / "model",
+             note=f"fine-tuned from {base} on {videos}",
+             lip_gain=manifest.get("lip_gain_calibration") or (
+                 {"lip_gain": manifest["lip_gain"]} if "lip_gain" in manifest else None))
+  # The speaker's own stage 1 damps less: measure its gain on its own clips.
+  try:
+    set_lip_gain(out, calibrate(out, data, progress=progress))
+  except TwoStageError as e:
+    print(f"note: lip gain kept from {base} ({e})", file=sys.stderr)
+  return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
   ft.add_argument("--renderer-steps", type=int, default=FINETUNE_STEPS["renderer"])
   ft.add_argument("--lips-steps", type=int, default=FINETUNE_STEPS["lips"])
   ft.add_argument("--no-progress", action="store_true")
+  cb = sub.add_parser("calibrate", help="measure (and --write) the model's lip gain")
+  cb.add_argument("--model", required=True, help="two-stage model directory (or builtin)")
+  cb.add_argument("--data", required=True,
+                  help="data_prep dataset with lip tracks (its val and test clips are used)")
+  cb.add_argument("--clips", type=int, default=40, help="clips to measure on")
+  cb.add_argument("--write", action="store_true", help="write the gain into the manifest")
+  cb.add_argument("--no-progress", action="store_true")
   return p
 
 
@@ -201,6 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if args.command == "pack":
       out = pack(args.lips, args.renderer, args.out, args.note)
+    elif args.command == "calibrate":
+      if args.clips < 4:
+        raise TwoStageError(f"--clips must be >= 4, got {args.clips}")
+      result = calibrate(args.model, args.data, args.clips, progress=not args.no_progress)
+      print(json.dumps(result, indent=1))
+      if not args.write:
+        return 0
+      out = set_lip_gain(builtin_path() if args.model == "builtin" else args.model, result)
     else:
       out = finetune(args.videos, args.workdir, args.base, args.renderer_steps,
                      args.lips_steps, progress=not args.no_progress)

@@ -280,6 +280,7 @@ def test_builtin_model_draws_a_closed_still_mouth_in_silence(shared_dir):
   neutral = np.broadcast_to(rest, (n, 40, 2)).astype(np.float32)
   pred = np.asarray(model.lips_module.apply(
       model.lips_variables, audio_to_lips.mel_context(mel, starts, model.context), neutral))
+  pred = neutral + model.lip_gain * (pred - neutral)   # as inference draws it
   gap = lip_landmarks.inner_gap(pred) - lip_landmarks.inner_gap(rest)
   silent = slice(n - 40, n - 5)           # well inside the silence (past the context)
   speech = slice(5, n - 60)
@@ -287,6 +288,61 @@ def test_builtin_model_draws_a_closed_still_mouth_in_silence(shared_dir):
   assert np.abs(np.diff(pred[silent], axis=0)).max() < 0.002
   assert gap[speech].max() > 0.02 and np.abs(np.diff(gap[speech])).mean() > 3 * np.abs(
       np.diff(gap[silent])).mean()
+
+
+def test_lip_gain_scales_the_motion_and_comes_from_the_manifest_or_the_option(tmp_path):
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  pair = _tiny_pair(tmp_path)
+  rng = np.random.default_rng(0)
+  ctx = rng.normal(size=(5, 80, 32, 1)).astype(np.float32)
+  neutral = np.broadcast_to(_mouth(0.0), (5, 40, 2)).astype(np.float32)
+  syncer = inference.load_syncer(pair, lip_gain=1.0)
+  # Stage 1's output head starts at zero: move it, so that the lips move.
+  moved = jax.tree_util.tree_map(lambda x: x + 0.05 * jnp.asarray(
+      rng.normal(size=x.shape), x.dtype), syncer.lips_variables)
+  syncer.lips_variables = moved
+  one = syncer.predict_lips(ctx, neutral, 8)
+  assert np.abs(one - neutral).max() > 1e-3
+  two_stage.set_lip_gain(pair, {"lip_gain": 2.5, "ratios": {}})
+  syncer = inference.load_syncer(pair)
+  syncer.lips_variables = moved
+  assert syncer.lip_gain == 2.5
+  np.testing.assert_allclose(syncer.predict_lips(ctx, neutral, 8) - neutral,
+                             2.5 * (one - neutral), rtol=1e-4, atol=1e-6)
+  assert syncer.with_options(lip_gain=0.5).lip_gain == 0.5
+  manifest = json.loads((pair / two_stage.MANIFEST).read_text())
+  (pair / two_stage.MANIFEST).write_text(json.dumps(dict(manifest, lip_gain="big")))
+  with pytest.raises(two_stage.TwoStageError, match="lip_gain must be a number"):
+    two_stage.load(pair)
+  with pytest.raises(inference.InferenceError, match="lip gain must be in"):
+    inference.InferenceOptions(lip_gain=0.0).validate()
+
+
+def test_crossing_gain_interpolates_where_the_ratio_reaches_one():
+  assert two_stage.crossing_gain({1.0: 0.5, 2.0: 0.8, 3.0: 1.2}) == pytest.approx(2.5)
+  assert two_stage.crossing_gain({1.0: 0.3, 4.0: 0.7}) == 4.0      # never: the largest
+  assert two_stage.crossing_gain({1.0: 1.1, 2.0: 1.5}) == 1.0      # always: the smallest
+
+
+def test_rest_reference_hides_the_inputs_own_mouth(tmp_path):
+  """Two frames alike but for their mouths: with the rest reference the
+  renderer draws the same face for both (their own mouths are masked and the
+  reference is the rest frame); with each frame as its own reference, the
+  frames' mouths show through."""
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  pair = _tiny_pair(tmp_path)
+  rng = np.random.default_rng(1)
+  a = rng.integers(0, 255, (96, 96, 3), np.uint8)
+  b = a.copy()
+  b[48:] = rng.integers(0, 255, (48, 96, 3), np.uint8)
+  lips = np.stack([_mouth(0.0), _mouth(0.03)])
+  rows = np.tile(_mouth(0.01).reshape(1, -1), (2, 1))
+  for reference, same in (("rest", True), ("frame", False)):
+    syncer = inference.load_syncer(pair, batch_size=2, reference=reference)
+    key = syncer.reference_key([a, b], lips, np.ones(2, bool))
+    out = syncer.generate_faces(np.concatenate([rows, np.full((2, 1), key)], 1), [a, b])
+    assert np.array_equal(out[0], out[1]) == same, reference
+  assert audio_to_lips.rest_frame(lips, np.array([False, True])) == 1
 
 
 def test_finetune_on_a_folder_without_a_usable_clip_is_a_one_line_error(tmp_path):

@@ -26,6 +26,9 @@ class InputNotFoundError(InferenceError, FileNotFoundError):
   """An input file does not exist."""
 
 
+REFERENCES = ("rest", "frame")
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceOptions:
   """Options of `LipSyncer`; the CLI flags map onto these one to one.
@@ -56,6 +59,14 @@ class InferenceOptions:
       generator's face encoder once and only its audio-driven decoder per
       frame (Wav2Lip and LPIPS-AttnWav2Lip; the same frames within float32
       rounding). False runs the whole generator on every frame.
+    lip_gain: two-stage models only: the factor on stage 1's lip motion about
+      the neutral mouth before rendering. None takes the model's own
+      (`lip_gain` in its manifest, measured by `python -m
+      lipsync_jax.two_stage calibrate`; 1 when it has none).
+    reference: two-stage models only: the renderer's reference frame.
+      "rest": the face input's most closed-mouth frame, for every frame, so
+      the input's own mouth movements do not show through; "frame": each
+      frame itself (Wav2Lip's choice).
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1
@@ -74,6 +85,8 @@ class InferenceOptions:
   cache_dir: str | None = None
   queue_size: int = 3
   reuse_face_features: bool = True
+  lip_gain: float | None = None
+  reference: str = "rest"
 
   def validate(self) -> None:
     if len(self.pads) != 4:
@@ -84,6 +97,11 @@ class InferenceOptions:
       raise InferenceError(f"batch size must be >= 1, got {self.batch_size}")
     if not self.fps > 0:
       raise InferenceError(f"fps must be > 0, got {self.fps}")
+    if self.reference not in REFERENCES:
+      raise InferenceError(f"reference must be one of {', '.join(REFERENCES)}, "
+                           f"got {self.reference!r}")
+    if self.lip_gain is not None and not 0 < self.lip_gain <= 10:
+      raise InferenceError(f"lip gain must be in (0, 10], got {self.lip_gain}")
     if self.box is not None:
       if len(self.box) != 4:
         raise InferenceError(f"box must be 4 integers (top bottom left right), got {self.box}")

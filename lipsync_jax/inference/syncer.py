@@ -58,12 +58,14 @@ def model_variables(variables) -> dict:
   return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
 
 
-def masked_faces(crops):
+def masked_faces(crops, references=None):
   """(N, S, S, 3) u8 crops -> (N, S, S, 6) [0, 1]: the crop with its lower
-  half zeroed (the masked target), then the crop itself (the reference)."""
+  half zeroed (the masked target), then the reference: the crop itself, or
+  `references` (N, S, S, 3) u8 when given."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   crops = crops.astype(jnp.float32) / 255.0
-  return jnp.concatenate([crops.at[:, crops.shape[1] // 2:].set(0.0), crops], axis=-1)
+  ref = crops if references is None else references.astype(jnp.float32) / 255.0
+  return jnp.concatenate([crops.at[:, crops.shape[1] // 2:].set(0.0), ref], axis=-1)
 
 
 def faces_to_u8(out):

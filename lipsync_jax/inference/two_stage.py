@@ -15,7 +15,13 @@ their cache, the threads, pasting and encoding. What differs:
   frame's mel context (80 x C columns around it) and the neutral lips of the
   source frame it is drawn on give its lips, smoothed over +-1 frame. They
   are the generator's per-frame input (`_frame_inputs`).
-* Stage 2, jitted per batch: faces = lip_renderer(lips, masked crop + crop).
+* Stage 2, jitted per batch: faces = lip_renderer(lips, masked crop +
+  reference). The reference is the face input's most closed-mouth frame
+  (`options.reference` "rest"), the same for every frame, so the input's own
+  mouth movements do not show through the new ones; "frame" gives each
+  frame itself, as Wav2Lip does.
+* Stage 1's motion about the neutral mouth is scaled by the model's lip gain
+  (`two_stage.calibrate`): stage 1 and the renderer each damp it.
 
 Streaming (`LipSyncer.stream`, `inference.stream`): the face's neutral lips
 are measured once, when the stream prepares its face (`stream_lips`), and
@@ -28,6 +34,8 @@ one frame (40 ms at 25 fps) to the look-ahead, and gives the offline lips.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 
 import numpy as np
@@ -40,6 +48,9 @@ from lipsync_jax.models import audio_to_lips
 
 NUM_POINTS = audio_to_lips.NUM_POINTS
 LIP_SMOOTHING = True
+ROW = 2 * NUM_POINTS + 1   # a frame's renderer input: its lips, then its reference's key
+FRAME_REFERENCE = -1       # the key of "each frame is its own reference"
+MAX_REFERENCES = 16        # rest crops kept (one per face input in use)
 
 
 def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions | None = None,
@@ -115,7 +126,17 @@ class TwoStageSyncer(LipSyncer):
     self.model = model
     self.context = model.context
     self._mesh = None
+    # The rest crops of the face inputs in use, by key: a frame's row carries
+    # its key, so runs and stream sessions never share mutable state.
+    self._references: collections.OrderedDict = collections.OrderedDict()
+    self._reference_keys = itertools.count()
     super().__init__(model.renderer_module, {}, "two_stage", options, **overrides)
+
+  @property
+  def lip_gain(self) -> float:
+    """The factor on stage 1's motion: the option's, else the model's own."""
+    gain = self.options.lip_gain
+    return float(self.model.lip_gain if gain is None else gain)
 
   @classmethod
   def from_two_stage(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
@@ -137,37 +158,61 @@ class TwoStageSyncer(LipSyncer):
     self.reuses_face_features = False
     stats = self._stats
 
-    def generate(variables, rows, crops):
-      """rows (N, 80) each frame's lips (stage 1, `_frame_inputs`), crops
-      (N, S, S, 3) u8 -> (N, S, S, 3) u8."""
+    def generate(variables, lips, crops, references):
+      """lips (N, 80) each frame's lips (stage 1, `_frame_inputs`), crops
+      and their references (N, S, S, 3) u8 -> (N, S, S, 3) u8."""
       stats["compilations"] += 1
-      lips = rows.reshape(rows.shape[0], NUM_POINTS, 2)
-      out = model.renderer_module.apply(variables["renderer"], lips, masked_faces(crops),
-                                        train=False)
+      lips = lips.reshape(lips.shape[0], NUM_POINTS, 2)
+      out = model.renderer_module.apply(variables["renderer"], lips,
+                                        masked_faces(crops, references), train=False)
       return faces_to_u8(out)
 
     self.predict_lips_batch = jax.jit(
         lambda v, mel, neutral: model.lips_module.apply(v, mel, neutral))
     self.generate_batch = jax.jit(
-        generate, in_shardings=(replicated, self.data_sharding, self.data_sharding),
+        generate, in_shardings=(replicated, self.data_sharding, self.data_sharding,
+                                self.data_sharding),
         out_shardings=self.data_sharding)
 
   def warmup(self) -> None:
     """Compiles the renderer for the fixed batch shape."""
     import jax
     s = self.face_size
+    crops = np.zeros((self.batch_size, s, s, 3), np.uint8)
     jax.block_until_ready(self.generate_batch(
         self.variables, np.full((self.batch_size, 2 * NUM_POINTS), 0.5, np.float32),
-        np.zeros((self.batch_size, s, s, 3), np.uint8)))
+        crops, crops))
 
   def generate_faces(self, windows: np.ndarray, crops=None, feats=None) -> np.ndarray:
-    """Faces for n <= batch_size frames: `windows` are the frames' lips
-    (n, 80) from `_frame_inputs`, `crops` (n, S, S, 3) uint8."""
+    """Faces for n <= batch_size frames: `windows` are the frames' rows
+    (n, 81) from `_frame_inputs` or `StreamLips` (lips, then the reference's
+    key), `crops` (n, S, S, 3) uint8."""
     del feats
+    windows = np.asarray(windows, np.float32)
+    crops = np.stack(crops)
+    keys = {int(k) for k in windows[:, -1]}
+    if len(keys) != 1:
+      raise InferenceError(f"internal error: one batch holds frames of {len(keys)} face inputs")
+    key = keys.pop()
+    references = crops if key == FRAME_REFERENCE else np.broadcast_to(
+        self._references[key], crops.shape)
     out = self.generate_batch(self.variables,
-                              pad_to_batch(np.asarray(windows, np.float32), self.batch_size),
-                              pad_to_batch(np.stack(crops), self.batch_size))
+                              pad_to_batch(windows[:, :-1], self.batch_size),
+                              pad_to_batch(crops, self.batch_size),
+                              pad_to_batch(np.asarray(references), self.batch_size))
     return np.asarray(out)[:len(windows)]
+
+  def reference_key(self, crops: list, lips: np.ndarray, valid: np.ndarray) -> int:
+    """The key of a face input's reference for the renderer (`options.reference`):
+    its most closed-mouth frame's crop (`audio_to_lips.rest_frame`), kept
+    under a new key; or FRAME_REFERENCE."""
+    if self.options.reference == "frame":
+      return FRAME_REFERENCE
+    key = next(self._reference_keys)
+    self._references[key] = np.asarray(crops[audio_to_lips.rest_frame(lips, valid)], np.uint8)
+    while len(self._references) > MAX_REFERENCES:
+      self._references.popitem(last=False)
+    return key
 
   # --- the face's own lips ---------------------------------------------------
 
@@ -178,15 +223,12 @@ class TwoStageSyncer(LipSyncer):
       self._mesh = face_mesh.FaceMesh()
     return self._mesh
 
-  def source_lips(self, source: FrameSource, face_track: FaceTrack, path: str
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """FaceMesh lips of every source frame's face crop: (lips (n, 40, 2),
-    valid (n,)). Raises a one-line InferenceError when no frame has lips."""
+  def source_crops(self, source: FrameSource, face_track: FaceTrack) -> list:
+    """Every source frame's face crop ((S, S, 3) uint8; None: no face)."""
     crops = [crop_face(frame, face_track.box(src), self.face_size)[1]
              if face_track.has_face(src) else None
              for src, frame in enumerate(source.decode())]
-    crops += [None] * ((face_track.n_source or 0) - len(crops))
-    return self.face_lips(crops, path)
+    return crops + [None] * ((face_track.n_source or 0) - len(crops))
 
   def face_lips(self, crops: list, path: str) -> tuple[np.ndarray, np.ndarray]:
     """FaceMesh lips of a face input's frames from their face crops
@@ -210,22 +252,28 @@ class TwoStageSyncer(LipSyncer):
   def predict_lips(self, ctx: np.ndarray, neutral: np.ndarray, chunk: int) -> np.ndarray:
     """Stage 1, unsmoothed: (n, 80, C, 1) mel contexts + (n, 40, 2) neutral
     lips -> (n, 40, 2) lips, `chunk` frames a call (fixed shapes: one
-    compilation per chunk size)."""
+    compilation per chunk size), their motion about the neutral mouth scaled
+    by `lip_gain`."""
     n = len(ctx)
+    neutral = np.asarray(neutral, np.float32)
     out = np.empty((n, NUM_POINTS, 2), np.float32)
     for i in range(0, n, chunk):
       k = min(chunk, n - i)
       out[i:i + k] = np.asarray(self.predict_lips_batch(
           self.lips_variables, pad_to_batch(np.asarray(ctx[i:i + k], np.float32), chunk),
-          pad_to_batch(np.asarray(neutral[i:i + k], np.float32), chunk)))[:k]
-    return out
+          pad_to_batch(neutral[i:i + k], chunk)))[:k]
+    # Stage 1 regresses to many speakers' mean and damps the motion (about
+    # half the natural amplitude), and the renderer damps it again: the gain
+    # is the model's measured correction (`two_stage.calibrate`).
+    return neutral + np.float32(self.lip_gain) * (out - neutral)
 
-  def lips_for(self, mel: np.ndarray, neutral: np.ndarray, fps: float) -> np.ndarray:
+  def lips_for(self, mel: np.ndarray, neutral: np.ndarray, fps: float,
+               first_frame: int = 0) -> np.ndarray:
     """Stage 1 over a whole utterance: (80, M) mel + (n, 40, 2) neutral lips
-    of the n output frames -> (n, 40, 2) lips, smoothed over time
-    (`LipSmoother`)."""
+    of the n output frames (frames first_frame.. of the mel's timeline) ->
+    (n, 40, 2) lips, smoothed over time (`LipSmoother`)."""
     from lipsync_jax.data import sources  # pylint: disable=import-outside-toplevel
-    starts = sources.mel_starts(np.arange(len(neutral)), fps)
+    starts = sources.mel_starts(first_frame + np.arange(len(neutral)), fps)
     ctx = audio_to_lips.mel_context(mel, starts, self.context)
     smoother = LipSmoother()
     lips = self.predict_lips(ctx, neutral, 256)
@@ -235,14 +283,18 @@ class TwoStageSyncer(LipSyncer):
                     face_track: FaceTrack) -> np.ndarray:
     """(n_out, 80) rows: each output frame's lips (stage 1), drawn on the
     neutral mouth of the source frame it is pasted into."""
-    lips, valid = self.source_lips(source, face_track, job.face.path)
+    crops = self.source_crops(source, face_track)
+    lips, valid = self.face_lips(crops, job.face.path)
+    key = self.reference_key(crops, lips, valid)
+    del crops
     neutral = audio_to_lips.neutral_lips(lips, valid)
     if job.face.image is not None:
       neutral = neutral[:1]
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
     out = self.lips_for(job.mel, frame_neutral(neutral, range(job.frames)), job.face.fps)
-    return out.reshape(job.frames, -1).astype(np.float32)
+    return np.concatenate([out.reshape(job.frames, -1),
+                           np.full((job.frames, 1), key)], axis=1).astype(np.float32)
 
   # --- streaming -------------------------------------------------------------
 
@@ -251,7 +303,8 @@ class TwoStageSyncer(LipSyncer):
     crops are `crops` ((S, S, 3) uint8, None: no face): measures the face's
     neutral lips once (a one-line InferenceError if it has none)."""
     lips, valid = self.face_lips(crops, path)
-    return StreamLips(self, audio_to_lips.neutral_lips(lips, valid))
+    return StreamLips(self, audio_to_lips.neutral_lips(lips, valid),
+                      self.reference_key(crops, lips, valid))
 
 
 class StreamLips:
@@ -269,11 +322,15 @@ class StreamLips:
   Attributes:
     before, columns: the mel context (16 and 32 columns).
     neutral: (n_src, 40, 2) the face input's neutral lips per frame.
+    reference: the key of the renderer's reference for this face input
+      (`TwoStageSyncer.reference_key`), appended to every row.
   """
 
-  def __init__(self, syncer: TwoStageSyncer, neutral: np.ndarray):
+  def __init__(self, syncer: TwoStageSyncer, neutral: np.ndarray,
+               reference: int = FRAME_REFERENCE):
     self.syncer = syncer
     self.neutral = np.asarray(neutral, np.float32)
+    self.reference = reference
     self.before = audio_to_lips.CONTEXT_BEFORE
     self.columns = syncer.context
     self._smoother = LipSmoother()
@@ -289,12 +346,12 @@ class StreamLips:
     the first source frame, for compiling the renderer."""
     ctx = self.context(np.zeros((80, 0), np.float32), [0])
     lips = self.syncer.predict_lips(ctx[..., None], self.neutral[:1], self.syncer.batch_size)
-    return lips.reshape(1, -1)
+    return np.append(lips.reshape(-1), self.reference)[None].astype(np.float32)
 
   def push(self, jobs: list) -> list:
     """Jobs (`.index` the frame, `.window` its (80, C) mel context) ->
     the jobs whose lips are now final, their `.window` replaced by the
-    (80,) lips row the renderer takes."""
+    (81,) row the renderer takes (lips, reference key)."""
     if not jobs:
       return []
     ctx = np.stack([j.window for j in jobs])[..., None]
@@ -310,5 +367,5 @@ class StreamLips:
     self._held += jobs
     done, self._held = self._held[:len(lips)], self._held[len(lips):]
     for job, row in zip(done, lips):
-      job.window = row.reshape(-1)
+      job.window = np.append(row.reshape(-1), self.reference).astype(np.float32)
     return done

@@ -103,6 +103,17 @@ def rest_shape(lips: np.ndarray, valid: np.ndarray | None = None,
   return shape[np.argsort(gap, kind="stable")[:k]].mean(axis=0).astype(np.float32)
 
 
+def rest_frame(lips: np.ndarray, valid: np.ndarray | None = None) -> int:
+  """(T, 40, 2) lips -> the index of the valid frame with the smallest
+  inner-lip opening (the first such; the most closed mouth)."""
+  lips = np.asarray(lips, np.float64)
+  ok = np.ones(len(lips), bool) if valid is None else np.asarray(valid, bool)
+  if not ok.any():
+    raise ValueError("no valid lip frame to take the rest frame from")
+  gap = np.linalg.norm(lips[:, INNER_LOWER] - lips[:, INNER_UPPER], axis=-1)
+  return int(np.argmin(np.where(ok, gap, np.inf)))
+
+
 def neutral_lips(lips: np.ndarray, valid: np.ndarray | None = None,
                  radius: int = ANCHOR_RADIUS) -> np.ndarray:
   """(T, 40, 2) lips of a face video -> (T, 40, 2) neutral input per frame:
