@@ -43,6 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.width_multiplier = 0.25
     c.model.overrides.face_size = 96
     c.data.options.with_lips = True
+    # The reference is the clip's most closed-mouth frame 3 times in 4, as at
+    # inference (InferenceOptions.reference), so openings come from the lips.
+    c.data.options.rest_reference = 0.75
     c.batch_size = 4
     c.num_steps = 1600
     c.eval_every = 400

@@ -142,6 +142,27 @@ def test_loaders_give_lip_windows_and_renderer_targets(lip_dataset):
   assert g["lips"].shape == (4, 5, 40, 2) and g["target"].shape == (4, 5, 96, 96, 3)
 
 
+def test_rest_reference_samples_the_clips_most_closed_frame_outside_the_target(lip_dataset):
+  from lipsync_jax import data  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.vision import lip_landmarks  # pylint: disable=import-outside-toplevel
+  index = fmt.load_index(lip_dataset)
+  clips = {i: c for i, c in enumerate(index.split("train"))}
+  b = next(iter(data.make_loader(lip_dataset, "train", "generator", 8, 0, with_lips=True,
+                                 rest_reference=1.0, with_meta=True)))
+  reader = fmt.ClipReader(index.data_dir, index.codec, index.img_size)
+  for k in range(8):
+    clip = clips[int(b["clip_index"][k])]
+    lips, ok = lip_store.load_clip_lips(lip_dataset, clip)
+    f, r = int(b["target_start"][k]), int(b["reference_start"][k])
+    gap = np.where(ok, lip_landmarks.inner_gap(lips), np.inf)
+    gap[f:f + 5] = np.inf
+    assert r == int(np.argmin(gap))
+    ref = reader.frames(clip, r, 1)[0]
+    assert all(np.array_equal(b["reference"][k, j], ref) for j in range(5))
+  with pytest.raises(ValueError, match="needs with_lips"):
+    next(iter(data.make_loader(lip_dataset, "train", "generator", 4, 0, rest_reference=0.5)))
+
+
 def test_lip_track_of_another_length_is_a_one_line_error(lip_dataset, tmp_path):
   data = tmp_path / "data"
   shutil.copytree(lip_dataset, data)

@@ -109,13 +109,23 @@ class GeneratorSample(_SampleBase):
   presence and au_valid (5,) float32 of the target frames, from the labels
   of ``data_prep/au_labels.py``. with_lips adds lips (5, 40, 2) float32,
   the target frames' FaceMesh lips (``data_prep/lip_tracks.py``), and takes
-  only targets whose 5 frames all have lips.
+  only targets whose 5 frames all have lips. rest_reference p (with_lips
+  only): with probability p the reference is instead the clip's most
+  closed-mouth frame outside the target window, repeated 5 times, as the
+  two-stage model's inference gives it (`InferenceOptions.reference`); the
+  renderer then has to draw every opening from the lips alone.
   """
 
   def __init__(self, index, clips, ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
                with_meta: bool = False, context_frames: int = 0,
-               with_aus: bool = False, with_lips: bool = False):
+               with_aus: bool = False, with_lips: bool = False,
+               rest_reference: float = 0.0):
     super().__init__(index, clips, with_meta)
+    if not 0.0 <= rest_reference <= 1.0:
+      raise ValueError(f"rest_reference must be a probability in [0, 1], got {rest_reference}")
+    if rest_reference and not with_lips:
+      raise ValueError("rest_reference needs with_lips (the mouth's opening picks the frame)")
+    self.rest_reference = float(rest_reference)
     if ref_min_offset < 1:
       raise ValueError(f"ref_min_offset must be >= 1, got {ref_min_offset}")
     if context_frames < 0:
@@ -138,6 +148,12 @@ class GeneratorSample(_SampleBase):
       from lipsync_jax.data import lip_store  # pylint: disable=g-import-not-at-top
       tracks = [lip_store.load_clip_lips(index.data_dir, c) for c in clips]
       self.lips = [lips for lips, _ in tracks]
+      # Frames with a face and lips, most closed mouth first.
+      from lipsync_jax.vision import lip_landmarks  # pylint: disable=g-import-not-at-top
+      self.closed_first = [np.argsort(np.where(ok & np.asarray(c.found, bool),
+                                               lip_landmarks.inner_gap(lips), np.inf),
+                                      kind="stable")[:int((ok & np.asarray(c.found, bool)).sum())]
+                           for (lips, ok), c in zip(tracks, clips)]
       for i, (_, ok) in enumerate(tracks):
         self.starts[i] = np.asarray([f for f in self.starts[i]
                                      if ok[f:f + sources.WINDOW].all()], np.int64)
@@ -151,10 +167,17 @@ class GeneratorSample(_SampleBase):
     clip, w = self.clips[ci], self.windows[ci]
     f = int(rng.choice(self.starts[ci]))
     r = int(rng.choice(w.face[np.abs(w.face - f) >= self.ref_min_offset]))
+    reference = None
+    if self.rest_reference and rng.random() < self.rest_reference:
+      outside = [k for k in self.closed_first[ci] if not f <= k < f + sources.WINDOW]
+      if outside:
+        r = int(outside[0])
+        reference = np.repeat(self.reader.frames(clip, r, 1), sources.WINDOW, axis=0)
     audio = _windows(self.reader, clip, f, sources.WINDOW)
     out = {
         "target": self.reader.frames(clip, f, sources.WINDOW),
-        "reference": self.reader.frames(clip, r, sources.WINDOW),
+        "reference": (self.reader.frames(clip, r, sources.WINDOW) if reference is None
+                      else reference),
         "audio": audio,
         "sync_audio": audio[0].copy(),
     }
@@ -269,6 +292,7 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
            with_aus: bool = False,
            augment: bool = False,
            with_lips: bool = False,
+           rest_reference: float = 0.0,
            lip_frames: int = 9,
            lip_context: int = 32,
            single_frame_rest: float = 0.25,
@@ -317,7 +341,7 @@ def _build(data_dir: str | os.PathLike[str], split: str, kind: str,
                            with_meta)
   else:
     transform = GeneratorSample(index, clips, ref_min_offset, with_meta,
-                                context_frames, with_aus, with_lips)
+                                context_frames, with_aus, with_lips, rest_reference)
   shard_options = grain.ShardOptions(shard_index, shard_count,
                                      drop_remainder=drop_remainder)
   sampler = sources.EpochSampler(
@@ -359,6 +383,8 @@ def make_loader(data_dir: str | os.PathLike[str], split: str, kind: str,
       augment (False: syncnet samples get a random flip, zoom, shift,
       contrast, brightness and mel gain, ``augment.py``), with_lips
       (False: generator batches get lips (B,5,40,2) of the target frames),
+      rest_reference (0: with probability p a generator sample's reference
+      is its clip's most closed-mouth frame, see ``GeneratorSample``),
       lip_frames (9), lip_context (32), single_frame_rest (0.25): the
       ``LipsSample`` of kind 'lips',
       worker_buffer_size (2), read_threads (2:

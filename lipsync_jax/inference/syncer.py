@@ -195,7 +195,7 @@ class LipSyncer:
     `.pth`) with `checkpoint.load_model`; refuses other architectures. Two-
     stage model directories and "builtin" load with `inference.load_syncer`
     (a `two_stage.TwoStageSyncer`)."""
-    from lipsync_jax import checkpoint, two_stage
+    from lipsync_jax import checkpoint, two_stage_model as two_stage
     from lipsync_jax.models import ALL_GENERATORS
     path = os.fspath(path)
     if path == "builtin" or two_stage.is_two_stage(path):

@@ -58,7 +58,7 @@ def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions |
   """The syncer of any checkpoint: "builtin" (the shipped two-stage model)
   or a two-stage model directory -> `TwoStageSyncer`; an exported `.onnx`
   -> `LipSyncer.from_onnx`; anything else `LipSyncer.from_checkpoint`."""
-  from lipsync_jax import two_stage  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import two_stage_model as two_stage  # pylint: disable=import-outside-toplevel
   path = os.fspath(path)
   if path == "builtin" or two_stage.is_two_stage(path):
     return TwoStageSyncer.from_two_stage(path, options, **overrides)
@@ -141,7 +141,7 @@ class TwoStageSyncer(LipSyncer):
   @classmethod
   def from_two_stage(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
                      **overrides) -> "TwoStageSyncer":
-    from lipsync_jax import two_stage  # pylint: disable=import-outside-toplevel
+    from lipsync_jax import two_stage_model as two_stage  # pylint: disable=import-outside-toplevel
     if str(path) != "builtin" and not os.path.exists(path):
       raise InputNotFoundError(f"checkpoint not found: {path}")
     return cls(two_stage.load(path), options, **overrides)

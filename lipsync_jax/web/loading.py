@@ -15,7 +15,7 @@ def checkpoint_problem(checkpoint: str) -> str | None:
   file or folder is found when it is loaded (`load_model`)."""
   if checkpoint != BUILTIN:
     return None if os.path.exists(checkpoint) else f"checkpoint not found: {checkpoint}"
-  from lipsync_jax import two_stage  # pylint: disable=import-outside-toplevel
+  from lipsync_jax import two_stage_model as two_stage  # pylint: disable=import-outside-toplevel
   if two_stage.is_two_stage(two_stage.builtin_path()):
     return None
   return f"the built-in model is missing from this install ({two_stage.builtin_path()})"
