@@ -411,3 +411,39 @@ def test_readme_example_runs_the_builtin_model_on_a_fresh_face(shared_dir, tmp_p
   # Redrawn around the mouth (the lower middle), untouched in the top rows.
   assert diff[:, : h // 5].mean() < 2.0
   assert diff[:, h // 2:, w // 3: 2 * w // 3].mean() > 2.0
+
+
+@pytest.mark.slow  # data_prep + FaceMesh on 4 real GRID clips, the renderer at 3 gains
+def test_calibrate_measures_rendered_openings_that_grow_with_the_gain(shared_dir, tmp_path):
+  """`calibrate` on real clips with the shipped model: the rendered mouths'
+  opening amplitude, relative to each clip's own, grows with the gain;
+  stage 1 alone moves less than real lips; the gain is where the ratios
+  cross 1. `calibrate --write` stores it, and bad input is one line."""
+  from lipsync_jax.data import preprocess_lib  # pylint: disable=import-outside-toplevel
+  videos = tmp_path / "video"
+  videos.mkdir()
+  names = ["bbaf2n", "bbaf4p", "bbaf5a", "bbal6n"]
+  for n in names:
+    (videos / f"{n}.mp4").symlink_to(shared_dir / "data" / "grid_s1" / "video" / f"{n}.mp4")
+  data = tmp_path / "data"
+  report = preprocess_lib.run(videos, data, preprocess_lib.PrepConfig(), progress=False)
+  assert report["num_ok"] == 4
+  lip_store.track_dataset(data)
+  ids = [c.clip_id for c in fmt.load_index(data).clips]
+  fmt.write_splits(data, {"train": ids[:1], "val": ids[1:3], "test": ids[3:]})
+  result = two_stage.calibrate("builtin", data, max_clips=6, max_frames=37,
+                               gains=(1.0, 2.0, 4.0), progress=False)
+  ratios = {float(g): r for g, r in result["ratios"].items()}
+  print(f"\ncalibration on 3 GRID clips: {result}")
+  assert result["clips"] == 6 and result["reference"] == "rest"
+  assert ratios[1.0] < ratios[2.0] < ratios[4.0]
+  assert 0.1 < result["stage1_ratio"] < 1.0
+  assert result["lip_gain"] == pytest.approx(two_stage.crossing_gain(ratios), abs=0.01)
+  # --write on a copy of the shipped model; bad input is one line.
+  model = tmp_path / "model"
+  shutil.copytree(two_stage.builtin_path(), model)
+  two_stage.set_lip_gain(model, result)
+  assert two_stage.load(model).lip_gain == result["lip_gain"]
+  assert two_stage.main(["calibrate", "--model", str(model), "--data", str(tmp_path)]) == 2
+  assert two_stage.main(["calibrate", "--model", str(model), "--data", str(data),
+                         "--clips", "2"]) == 2
