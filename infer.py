@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="two-stage models: factor on the predicted lip motion (default: the "
                       "model's calibrated gain)")
   p.add_argument("--reference", choices=("rest", "frame"), default="rest",
-                 help="two-stage models: the renderer's reference, the face's most closed-mouth "
-                      "frame (rest) or each frame itself (frame, as Wav2Lip)")
+                 help="two-stage models: the renderer's reference, each frame's nearest "
+                      "closed-mouth frame (rest) or the frame itself (frame, as Wav2Lip)")
   p.add_argument("--cache-dir", default=None,
                  help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
   p.add_argument("--no-cache", action="store_true",

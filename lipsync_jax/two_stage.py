@@ -120,9 +120,10 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
     moved = syncer.lips_for(reader.full_mel(other), neutral, other.fps, first_frame=s_b) - neutral
     stage1.append(float(np.std(gap(neutral + moved))) / natural)
     crops = reader.frames(clip, s, n)
-    key = syncer.reference_key(list(crops), lips[:n], valid[:n])
+    key, slots = syncer.references(list(crops), lips[:n], valid[:n])
     for g in gains:
-      rows = np.concatenate([(neutral + g * moved).reshape(n, -1), np.full((n, 1), key)], 1)
+      rows = np.concatenate([(neutral + g * moved).reshape(n, -1), np.full((n, 1), key),
+                             slots[:, None]], 1)
       out = np.concatenate([syncer.generate_faces(rows[k:k + syncer.batch_size],
                                                   list(crops[k:k + syncer.batch_size]))
                             for k in range(0, n, syncer.batch_size)])

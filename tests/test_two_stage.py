@@ -360,10 +360,20 @@ def test_rest_reference_hides_the_inputs_own_mouth(tmp_path):
   rows = np.tile(_mouth(0.01).reshape(1, -1), (2, 1))
   for reference, same in (("rest", True), ("frame", False)):
     syncer = inference.load_syncer(pair, batch_size=2, reference=reference)
-    key = syncer.reference_key([a, b], lips, np.ones(2, bool))
-    out = syncer.generate_faces(np.concatenate([rows, np.full((2, 1), key)], 1), [a, b])
+    key, slots = syncer.references([a, b], lips, np.ones(2, bool))
+    out = syncer.generate_faces(np.concatenate([rows, np.full((2, 1), key), slots[:, None]], 1),
+                                [a, b])
     assert np.array_equal(out[0], out[1]) == same, reference
-  assert audio_to_lips.rest_frame(lips, np.array([False, True])) == 1
+
+
+def test_rest_frames_are_the_nearest_closed_mouths():
+  gaps = [0.0, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.01]
+  lips = np.stack([_mouth(g) for g in gaps])
+  # The 2 most closed of 10 (closed_fraction 0.2): frames 0 and 9.
+  assert list(audio_to_lips.rest_frames(lips)) == [0] * 5 + [9] * 5
+  valid = np.ones(10, bool)
+  valid[0] = False   # frame 0 has no lips: the closed pair is 1 (the first 0.05) and 9
+  assert list(audio_to_lips.rest_frames(lips, valid)) == [1] * 6 + [9] * 4   # a tie: the earlier
 
 
 def test_finetune_on_a_folder_without_a_usable_clip_is_a_one_line_error(tmp_path):

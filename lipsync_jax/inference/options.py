@@ -64,9 +64,10 @@ class InferenceOptions:
       (`lip_gain` in its manifest, measured by `python -m
       lipsync_jax.two_stage calibrate`; 1 when it has none).
     reference: two-stage models only: the renderer's reference frame.
-      "rest": the face input's most closed-mouth frame, for every frame, so
-      the input's own mouth movements do not show through; "frame": each
-      frame itself (Wav2Lip's choice).
+      "rest": for each frame, the nearest frame in time whose mouth is
+      closed (`audio_to_lips.rest_frames`), so the input's own mouth
+      movements do not show through and the head pose stays close; "frame":
+      each frame itself (Wav2Lip's choice).
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1

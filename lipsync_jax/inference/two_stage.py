@@ -16,10 +16,10 @@ their cache, the threads, pasting and encoding. What differs:
   source frame it is drawn on give its lips, smoothed over +-1 frame. They
   are the generator's per-frame input (`_frame_inputs`).
 * Stage 2, jitted per batch: faces = lip_renderer(lips, masked crop +
-  reference). The reference is the face input's most closed-mouth frame
-  (`options.reference` "rest"), the same for every frame, so the input's own
-  mouth movements do not show through the new ones; "frame" gives each
-  frame itself, as Wav2Lip does.
+  reference). The reference is each frame's nearest closed-mouth frame of
+  the face input (`options.reference` "rest", `audio_to_lips.rest_frames`),
+  so the input's own mouth movements do not show through the new ones;
+  "frame" gives each frame itself, as Wav2Lip does.
 * Stage 1's motion about the neutral mouth is scaled by the model's lip gain
   (`two_stage.calibrate`): stage 1 and the renderer each damp it.
 
@@ -48,9 +48,9 @@ from lipsync_jax.models import audio_to_lips
 
 NUM_POINTS = audio_to_lips.NUM_POINTS
 LIP_SMOOTHING = True
-ROW = 2 * NUM_POINTS + 1   # a frame's renderer input: its lips, then its reference's key
+ROW = 2 * NUM_POINTS + 2   # a frame's renderer input: its lips, its references' key and slot
 FRAME_REFERENCE = -1       # the key of "each frame is its own reference"
-MAX_REFERENCES = 16        # rest crops kept (one per face input in use)
+MAX_REFERENCES = 4         # face inputs whose rest crops are kept
 
 
 def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions | None = None,
@@ -127,7 +127,8 @@ class TwoStageSyncer(LipSyncer):
     self.context = model.context
     self._mesh = None
     # The rest crops of the face inputs in use, by key: a frame's row carries
-    # its key, so runs and stream sessions never share mutable state.
+    # the key and the slot of its reference, so runs and stream sessions
+    # never share mutable state.
     self._references: collections.OrderedDict = collections.OrderedDict()
     self._reference_keys = itertools.count()
     super().__init__(model.renderer_module, {}, "two_stage", options, **overrides)
@@ -185,34 +186,39 @@ class TwoStageSyncer(LipSyncer):
 
   def generate_faces(self, windows: np.ndarray, crops=None, feats=None) -> np.ndarray:
     """Faces for n <= batch_size frames: `windows` are the frames' rows
-    (n, 81) from `_frame_inputs` or `StreamLips` (lips, then the reference's
-    key), `crops` (n, S, S, 3) uint8."""
+    (n, ROW) from `_frame_inputs` or `StreamLips` (lips, then their
+    references' key and slot, `references`), `crops` (n, S, S, 3) uint8."""
     del feats
     windows = np.asarray(windows, np.float32)
     crops = np.stack(crops)
-    keys = {int(k) for k in windows[:, -1]}
+    keys = {int(k) for k in windows[:, -2]}
     if len(keys) != 1:
       raise InferenceError(f"internal error: one batch holds frames of {len(keys)} face inputs")
     key = keys.pop()
-    references = crops if key == FRAME_REFERENCE else np.broadcast_to(
-        self._references[key], crops.shape)
+    references = (crops if key == FRAME_REFERENCE else
+                  self._references[key][windows[:, -1].astype(np.int64)])
     out = self.generate_batch(self.variables,
-                              pad_to_batch(windows[:, :-1], self.batch_size),
+                              pad_to_batch(windows[:, :-2], self.batch_size),
                               pad_to_batch(crops, self.batch_size),
                               pad_to_batch(np.asarray(references), self.batch_size))
     return np.asarray(out)[:len(windows)]
 
-  def reference_key(self, crops: list, lips: np.ndarray, valid: np.ndarray) -> int:
-    """The key of a face input's reference for the renderer (`options.reference`):
-    its most closed-mouth frame's crop (`audio_to_lips.rest_frame`), kept
-    under a new key; or FRAME_REFERENCE."""
+  def references(self, crops: list, lips: np.ndarray, valid: np.ndarray
+                 ) -> tuple[int, np.ndarray]:
+    """The renderer's references for a face input's frames
+    (`options.reference`): (key, slots (n_src,)). "rest": each frame's
+    nearest closed-mouth frame (`audio_to_lips.rest_frames`), whose crops
+    are kept under a new key, slot s of frame j being its crop; "frame":
+    (FRAME_REFERENCE, zeros), each frame its own."""
     if self.options.reference == "frame":
-      return FRAME_REFERENCE
+      return FRAME_REFERENCE, np.zeros(len(lips), np.int64)
+    rest = audio_to_lips.rest_frames(lips, valid)
+    used, slots = np.unique(rest, return_inverse=True)
     key = next(self._reference_keys)
-    self._references[key] = np.asarray(crops[audio_to_lips.rest_frame(lips, valid)], np.uint8)
+    self._references[key] = np.stack([np.asarray(crops[k], np.uint8) for k in used])
     while len(self._references) > MAX_REFERENCES:
       self._references.popitem(last=False)
-    return key
+    return key, slots.reshape(-1)
 
   # --- the face's own lips ---------------------------------------------------
 
@@ -285,16 +291,17 @@ class TwoStageSyncer(LipSyncer):
     neutral mouth of the source frame it is pasted into."""
     crops = self.source_crops(source, face_track)
     lips, valid = self.face_lips(crops, job.face.path)
-    key = self.reference_key(crops, lips, valid)
+    key, slots = self.references(crops, lips, valid)
     del crops
     neutral = audio_to_lips.neutral_lips(lips, valid)
     if job.face.image is not None:
-      neutral = neutral[:1]
+      neutral, slots = neutral[:1], slots[:1]
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
     out = self.lips_for(job.mel, frame_neutral(neutral, range(job.frames)), job.face.fps)
-    return np.concatenate([out.reshape(job.frames, -1),
-                           np.full((job.frames, 1), key)], axis=1).astype(np.float32)
+    src = [ping_pong_index(j, len(slots)) for j in range(job.frames)]
+    return np.concatenate([out.reshape(job.frames, -1), np.full((job.frames, 1), key),
+                           slots[src][:, None]], axis=1).astype(np.float32)
 
   # --- streaming -------------------------------------------------------------
 
@@ -304,7 +311,7 @@ class TwoStageSyncer(LipSyncer):
     neutral lips once (a one-line InferenceError if it has none)."""
     lips, valid = self.face_lips(crops, path)
     return StreamLips(self, audio_to_lips.neutral_lips(lips, valid),
-                      self.reference_key(crops, lips, valid))
+                      *self.references(crops, lips, valid))
 
 
 class StreamLips:
@@ -322,15 +329,16 @@ class StreamLips:
   Attributes:
     before, columns: the mel context (16 and 32 columns).
     neutral: (n_src, 40, 2) the face input's neutral lips per frame.
-    reference: the key of the renderer's reference for this face input
-      (`TwoStageSyncer.reference_key`), appended to every row.
+    key, slots: the renderer's references for this face input's frames
+      (`TwoStageSyncer.references`), appended to each frame's row.
   """
 
   def __init__(self, syncer: TwoStageSyncer, neutral: np.ndarray,
-               reference: int = FRAME_REFERENCE):
+               key: int = FRAME_REFERENCE, slots: np.ndarray | None = None):
     self.syncer = syncer
     self.neutral = np.asarray(neutral, np.float32)
-    self.reference = reference
+    self.key = key
+    self.slots = np.zeros(len(self.neutral), np.int64) if slots is None else slots
     self.before = audio_to_lips.CONTEXT_BEFORE
     self.columns = syncer.context
     self._smoother = LipSmoother()
@@ -346,12 +354,12 @@ class StreamLips:
     the first source frame, for compiling the renderer."""
     ctx = self.context(np.zeros((80, 0), np.float32), [0])
     lips = self.syncer.predict_lips(ctx[..., None], self.neutral[:1], self.syncer.batch_size)
-    return np.append(lips.reshape(-1), self.reference)[None].astype(np.float32)
+    return self._row(lips[0], 0)[None]
 
   def push(self, jobs: list) -> list:
     """Jobs (`.index` the frame, `.window` its (80, C) mel context) ->
     the jobs whose lips are now final, their `.window` replaced by the
-    (81,) row the renderer takes (lips, reference key)."""
+    (ROW,) row the renderer takes (lips, references' key and slot)."""
     if not jobs:
       return []
     ctx = np.stack([j.window for j in jobs])[..., None]
@@ -367,5 +375,10 @@ class StreamLips:
     self._held += jobs
     done, self._held = self._held[:len(lips)], self._held[len(lips):]
     for job, row in zip(done, lips):
-      job.window = np.append(row.reshape(-1), self.reference).astype(np.float32)
+      job.window = self._row(row, job.index)
     return done
+
+  def _row(self, lips: np.ndarray, index: int) -> np.ndarray:
+    """(40, 2) lips of output frame `index` -> its (ROW,) renderer row."""
+    slot = self.slots[ping_pong_index(int(index), len(self.slots))]
+    return np.concatenate([lips.reshape(-1), [self.key, slot]]).astype(np.float32)

@@ -103,15 +103,25 @@ def rest_shape(lips: np.ndarray, valid: np.ndarray | None = None,
   return shape[np.argsort(gap, kind="stable")[:k]].mean(axis=0).astype(np.float32)
 
 
-def rest_frame(lips: np.ndarray, valid: np.ndarray | None = None) -> int:
-  """(T, 40, 2) lips -> the index of the valid frame with the smallest
-  inner-lip opening (the first such; the most closed mouth)."""
+def rest_frames(lips: np.ndarray, valid: np.ndarray | None = None,
+                closed_fraction: float = 0.2) -> np.ndarray:
+  """(T, 40, 2) lips -> (T,) int: for each frame, the nearest frame in time
+  (the earlier on a tie) among the `closed_fraction` of valid frames with
+  the smallest inner-lip opening (`rest_shape`'s frames): a closed mouth
+  from about the same moment, so about the same head pose."""
   lips = np.asarray(lips, np.float64)
   ok = np.ones(len(lips), bool) if valid is None else np.asarray(valid, bool)
   if not ok.any():
-    raise ValueError("no valid lip frame to take the rest frame from")
-  gap = np.linalg.norm(lips[:, INNER_LOWER] - lips[:, INNER_UPPER], axis=-1)
-  return int(np.argmin(np.where(ok, gap, np.inf)))
+    raise ValueError("no valid lip frame to take a rest frame from")
+  gap = np.where(ok, np.linalg.norm(lips[:, INNER_LOWER] - lips[:, INNER_UPPER], axis=-1),
+                 np.inf)
+  k = max(1, int(round(closed_fraction * ok.sum())))
+  closed = np.sort(np.argsort(gap, kind="stable")[:k])
+  t = np.arange(len(lips))
+  right = np.clip(np.searchsorted(closed, t), 0, len(closed) - 1)
+  left = np.clip(right - 1, 0, len(closed) - 1)
+  take_left = np.abs(t - closed[left]) <= np.abs(closed[right] - t)
+  return np.where(take_left, closed[left], closed[right]).astype(np.int64)
 
 
 def neutral_lips(lips: np.ndarray, valid: np.ndarray | None = None,
