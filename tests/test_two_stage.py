@@ -106,6 +106,10 @@ def test_rest_shape_is_the_closed_mouth_and_the_anchor_follows_the_head():
   assert np.abs(np.diff(anchor[:, 1])).mean() < 0.2 * jaw
   with pytest.raises(ValueError, match="no valid lip frame"):
     audio_to_lips.rest_shape(lips, np.zeros(100, bool))
+  # A clip shorter than the +-12-frame window keeps its length.
+  assert audio_to_lips.neutral_lips(lips[:10]).shape == (10, 40, 2)
+  np.testing.assert_allclose(audio_to_lips.anchor_track(lips[:10]),
+                             np.broadcast_to(lips[:10].mean(1).mean(0), (10, 2)), atol=1e-6)
 
 
 @pytest.fixture(scope="module")

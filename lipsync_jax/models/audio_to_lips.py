@@ -79,8 +79,12 @@ def anchor_track(lips: np.ndarray, valid: np.ndarray | None = None,
   c = lips.mean(axis=1)
   w = ok.astype(np.float64)
   kernel = np.ones(2 * radius + 1)
-  num = np.stack([np.convolve(c[:, k] * w, kernel, "same") for k in range(2)], -1)
-  den = np.convolve(w, kernel, "same")[:, None]
+  # "full", then the centred T samples: "same" returns len(kernel) samples
+  # when the clip is shorter than the kernel.
+  def box_sum(x):
+    return np.convolve(x, kernel, "full")[radius:radius + len(x)]
+  num = np.stack([box_sum(c[:, k] * w) for k in range(2)], -1)
+  den = box_sum(w)[:, None]
   out = np.where(den > 0, num / np.maximum(den, 1e-9), c[ok].mean(axis=0))
   return out.astype(np.float32)
 
