@@ -81,8 +81,9 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
   `data_prep` dataset with lip tracks), each face clip A is driven by the
   audio of another clip B, as in use: stage 1 -> motion x gain -> renderer
   (A's own crops, masked, and its reference as inference gives it, see
-  `InferenceOptions.reference`) -> FaceMesh on the rendered crops. The ratio is the standard deviation of the output's
-  inner-lip opening over that of A's own FaceMesh track. The gain returned
+  `InferenceOptions.reference`) -> FaceMesh on the rendered crops. The
+  ratio is the standard deviation of the output's inner-lip opening over
+  that of A's own FaceMesh track. The gain returned
   is where the median ratio over the clips crosses 1 (linear interpolation
   over `gains`; their end when it never does).
 

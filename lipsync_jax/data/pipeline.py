@@ -150,10 +150,11 @@ class GeneratorSample(_SampleBase):
       self.lips = [lips for lips, _ in tracks]
       # Frames with a face and lips, most closed mouth first.
       from lipsync_jax.vision import lip_landmarks  # pylint: disable=g-import-not-at-top
-      self.closed_first = [np.argsort(np.where(ok & np.asarray(c.found, bool),
-                                               lip_landmarks.inner_gap(lips), np.inf),
-                                      kind="stable")[:int((ok & np.asarray(c.found, bool)).sum())]
-                           for (lips, ok), c in zip(tracks, clips)]
+      self.closed_first = []
+      for (lips, ok), c in zip(tracks, clips):
+        has = ok & np.asarray(c.found, bool)
+        gap = np.where(has, lip_landmarks.inner_gap(lips), np.inf)
+        self.closed_first.append(np.argsort(gap, kind="stable")[:int(has.sum())])
       for i, (_, ok) in enumerate(tracks):
         self.starts[i] = np.asarray([f for f in self.starts[i]
                                      if ok[f:f + sources.WINDOW].all()], np.int64)

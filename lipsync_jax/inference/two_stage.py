@@ -287,8 +287,9 @@ class TwoStageSyncer(LipSyncer):
 
   def _frame_inputs(self, job: PreparedJob, source: FrameSource,
                     face_track: FaceTrack) -> np.ndarray:
-    """(n_out, 80) rows: each output frame's lips (stage 1), drawn on the
-    neutral mouth of the source frame it is pasted into."""
+    """(n_out, ROW) rows: each output frame's lips (stage 1), drawn on the
+    neutral mouth of the source frame it is pasted into, then the key and
+    slot of that source frame's reference (`references`)."""
     crops = self.source_crops(source, face_track)
     lips, valid = self.face_lips(crops, job.face.path)
     key, slots = self.references(crops, lips, valid)
@@ -298,8 +299,8 @@ class TwoStageSyncer(LipSyncer):
       neutral, slots = neutral[:1], slots[:1]
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
-    out = self.lips_for(job.mel, frame_neutral(neutral, range(job.frames)), job.face.fps)
-    src = [ping_pong_index(j, len(slots)) for j in range(job.frames)]
+    src = [ping_pong_index(j, len(neutral)) for j in range(job.frames)]
+    out = self.lips_for(job.mel, neutral[src], job.face.fps)
     return np.concatenate([out.reshape(job.frames, -1), np.full((job.frames, 1), key),
                            slots[src][:, None]], axis=1).astype(np.float32)
 

@@ -89,38 +89,41 @@ def anchor_track(lips: np.ndarray, valid: np.ndarray | None = None,
   return out.astype(np.float32)
 
 
+def closed_frames(lips: np.ndarray, valid: np.ndarray | None = None,
+                  closed_fraction: float = 0.2) -> np.ndarray:
+  """(T, 40, 2) lips -> the indices of the `closed_fraction` of valid frames
+  (at least one) with the smallest inner-lip opening, most closed first
+  (ties: the earlier frame). Raises ValueError when no frame is valid."""
+  lips = np.asarray(lips, np.float64)
+  ok = np.ones(len(lips), bool) if valid is None else np.asarray(valid, bool)
+  if not ok.any():
+    raise ValueError("no valid lip frame to take the mouth at rest from")
+  gap = np.where(ok, np.linalg.norm(lips[:, INNER_LOWER] - lips[:, INNER_UPPER], axis=-1),
+                 np.inf)
+  k = max(1, int(round(closed_fraction * ok.sum())))
+  return np.argsort(gap, kind="stable")[:k]
+
+
 def rest_shape(lips: np.ndarray, valid: np.ndarray | None = None,
                closed_fraction: float = 0.2) -> np.ndarray:
   """(T, 40, 2) lips -> (40, 2): the mouth at rest, about its centroid.
 
-  The mean shape of the `closed_fraction` of valid frames with the smallest
-  inner-lip opening (at least one frame), so that silence maps to a closed
-  mouth; the mean over all frames would be half open for a talking clip.
+  The mean shape of the `closed_frames` (the `closed_fraction` of valid
+  frames with the smallest inner-lip opening), so that silence maps to a
+  closed mouth; the mean over all frames would be half open for a talking
+  clip.
   """
   lips = np.asarray(lips, np.float64)
-  ok = np.ones(len(lips), bool) if valid is None else np.asarray(valid, bool)
-  if not ok.any():
-    raise ValueError("no valid lip frame to take the mouth's shape from")
-  shape = lips[ok] - lips[ok].mean(axis=1, keepdims=True)
-  gap = np.linalg.norm(shape[:, INNER_LOWER] - shape[:, INNER_UPPER], axis=-1)
-  k = max(1, int(round(closed_fraction * len(shape))))
-  return shape[np.argsort(gap, kind="stable")[:k]].mean(axis=0).astype(np.float32)
+  shape = lips - lips.mean(axis=1, keepdims=True)
+  return shape[closed_frames(lips, valid, closed_fraction)].mean(axis=0).astype(np.float32)
 
 
 def rest_frames(lips: np.ndarray, valid: np.ndarray | None = None,
                 closed_fraction: float = 0.2) -> np.ndarray:
   """(T, 40, 2) lips -> (T,) int: for each frame, the nearest frame in time
-  (the earlier on a tie) among the `closed_fraction` of valid frames with
-  the smallest inner-lip opening (`rest_shape`'s frames): a closed mouth
-  from about the same moment, so about the same head pose."""
-  lips = np.asarray(lips, np.float64)
-  ok = np.ones(len(lips), bool) if valid is None else np.asarray(valid, bool)
-  if not ok.any():
-    raise ValueError("no valid lip frame to take a rest frame from")
-  gap = np.where(ok, np.linalg.norm(lips[:, INNER_LOWER] - lips[:, INNER_UPPER], axis=-1),
-                 np.inf)
-  k = max(1, int(round(closed_fraction * ok.sum())))
-  closed = np.sort(np.argsort(gap, kind="stable")[:k])
+  (the earlier on a tie) among the `closed_frames` (`rest_shape`'s frames):
+  a closed mouth from about the same moment, so about the same head pose."""
+  closed = np.sort(closed_frames(lips, valid, closed_fraction))
   t = np.arange(len(lips))
   right = np.clip(np.searchsorted(closed, t), 0, len(closed) - 1)
   left = np.clip(right - 1, 0, len(closed) - 1)
