@@ -63,33 +63,33 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
   """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
   sources, plus sharpness and colour speckle (and the sources' own).
 
-  Crops come from the same detector on both videos, at RECON_CROP px; frames
-  are paired by index over the span both have a face in. Returns per model
-  the means over all frames of all videos, and "source" for the truth.
+  Each output is cropped along its source's face track (the source's boxes,
+  found once), at RECON_CROP px, so both crops frame the same pixels; boxes
+  found anew on an output move with its new mouth and would count as error.
+  Returns per model the means over all frames of all videos, and "source" for
+  the truth.
   """
   from lipsync_jax.evaluation import metrics
   from lipsync_jax.vision import face_crops
   lpips = metrics.LPIPSMetric("alexnet")
   half = RECON_CROP // 2
-  sources = {}
+  sources, tracks = {}, {}
   for face in faces:
-    crops, first, _, _ = face_crops.video_face_crops(str(face), RECON_CROP, detector)
-    sources[face.stem] = (crops[:, half:], first)
+    tracks[face.stem] = face_crops.face_track(str(face), detector)
+    sources[face.stem] = face_crops.crops_along(str(face), tracks[face.stem],
+                                                RECON_CROP)[:, half:]
   out: dict[str, dict[str, float]] = {"source": {
       "sharpness": float(np.mean(np.concatenate(
-          [metrics.laplacian_variance(c) for c, _ in sources.values()]))),
+          [metrics.laplacian_variance(c) for c in sources.values()]))),
       "chroma_noise": float(np.mean(np.concatenate(
-          [metrics.chroma_noise(c) for c, _ in sources.values()])))}}
+          [metrics.chroma_noise(c) for c in sources.values()])))}}
   for name, d in own_audio.items():
     gen_all, truth_all = [], []
     for face in faces:
-      crops, first, _, _ = face_crops.video_face_crops(str(d / f"{face.stem}.mp4"),
-                                                       RECON_CROP, detector)
-      truth, t_first = sources[face.stem]
-      lo = max(first, t_first)
-      hi = min(first + len(crops), t_first + len(truth))
-      gen_all.append(crops[lo - first:hi - first, half:])
-      truth_all.append(truth[lo - t_first:hi - t_first])
+      gen = face_crops.crops_along(str(d / f"{face.stem}.mp4"), tracks[face.stem],
+                                   RECON_CROP)[:, half:]
+      gen_all.append(gen)
+      truth_all.append(sources[face.stem][:len(gen)])   # the copy is as long as its audio
     gen, truth = np.concatenate(gen_all), np.concatenate(truth_all)
     out[name] = {**metrics.reconstruction_metrics(gen, truth, lpips),
                  "sharpness": float(np.mean(metrics.laplacian_variance(gen))),

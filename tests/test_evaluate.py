@@ -186,3 +186,66 @@ def test_longest_run():
   assert face_crops.longest_run(np.array([1, 1, 0, 1, 1, 1, 0], bool)) == (3, 6)
   assert face_crops.longest_run(np.zeros(4, bool)) == (0, 0)
   assert face_crops.longest_run(np.ones(3, bool)) == (0, 3)
+
+
+class _SquareDetector:
+  """Finds the bright square of `_square_video` frames (none in dark frames)."""
+  name = "square"
+
+  def detect(self, frames):
+    out = []
+    for f in frames:
+      ys, xs = np.nonzero(f[..., 1] > 200)
+      out.append([] if len(ys) == 0 else
+                 [(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1),
+                   1.0)])
+    return out
+
+
+def _square_video(path, n=30, dark=3, mouth=None):
+  """n frames of a bright square drifting right (the first `dark` frames
+  empty), with speech-like audio; `mouth` paints the square's lower quarter."""
+  from lipsync_jax.io import video as video_lib
+  frames = []
+  for t in range(n):
+    f = np.full((96, 128, 3), 40, np.uint8)
+    if t >= dark:
+      x = 20 + t
+      f[20:76, x:x + 56] = (90, 230, 160)
+      f[20:76, x:x + 56, 0] = np.arange(56, dtype=np.uint8)[:, None] * 3   # vertical ramp
+      if mouth is not None:
+        f[62:76, x:x + 56] = mouth
+    frames.append(f)
+  wav = (0.1 * np.sin(np.arange(int(16000 * n / 25)) * 0.05)).astype(np.float32)
+  video_lib.write_video(path, frames, 25.0, audio=(wav, 16000))
+
+
+def test_crops_along_a_sources_track_frame_the_same_pixels(tmp_path):
+  det = _SquareDetector()
+  src, out = tmp_path / "src.mp4", tmp_path / "out.mp4"
+  _square_video(src)
+  # A re-synced copy: a dark mouth lowers the green channel there, so a box
+  # found anew on it ends higher and its crops frame other pixels.
+  _square_video(out, mouth=(90, 60, 160))
+  track = face_crops.face_track(str(src), det, pads=(0, 0, 0, 0), min_frames=10)
+  assert track.start == 3 and track.stop == 30 and track.boxes.shape == (30, 4)
+  crops, first, fps, _ = face_crops.video_face_crops(str(src), 32, det, pads=(0, 0, 0, 0),
+                                                     min_frames=10)
+  np.testing.assert_array_equal(face_crops.crops_along(str(src), track, 32), crops)
+  assert (first, fps) == (3, 25.0)
+  along = face_crops.crops_along(str(out), track, 32).astype(float)
+  anew = face_crops.video_face_crops(str(out), 32, det, pads=(0, 0, 0, 0),
+                                     min_frames=10)[0].astype(float)
+  upper = slice(0, 14)    # above the painted mouth: the same pixels when framed alike
+  assert np.abs(along[:, upper] - crops[:, upper]).mean() < 2.0
+  assert np.abs(anew[:, upper] - crops[:, upper]).mean() > 4 * np.abs(
+      along[:, upper] - crops[:, upper]).mean()
+  short = tmp_path / "short.mp4"
+  _square_video(short, n=20)
+  short_crops = face_crops.crops_along(str(short), track, 32)   # as long as the video
+  assert short_crops.shape == (17, 32, 32, 3)
+  assert np.abs(short_crops.astype(float) - crops[:17]).mean() < 2.0
+  shorter = tmp_path / "shorter.mp4"
+  _square_video(shorter, n=3)
+  with pytest.raises(face_crops.FaceCropError, match="ends before frame 3"):
+    face_crops.crops_along(str(shorter), track, 32)
