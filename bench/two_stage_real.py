@@ -219,7 +219,7 @@ def grid(syncer, judges, shared: pathlib.Path, data: pathlib.Path, work: pathlib
       syncer.run(src, src, own)
     # The output is cropped along its source's face track, as the papers
     # crop both with the truth's alignment: boxes found anew on the output
-    # move a pixel or two with its new mouth, which alone costs ~6 dB.
+    # move a pixel or two with its new mouth, which cost 5-12 dB (docs/grid.md).
     t = judges.source(src)
     g = judges.read(own, t["track"])
     n = len(g["crops"])              # the copy is as long as its audio

@@ -118,9 +118,10 @@ def crops_along(path: str, track: FaceTrack, size: int) -> np.ndarray:
   cropped along its source's track gives crops that match the source's pixel
   for pixel where the two agree, which is what PSNR and SSIM against the
   source must compare (boxes found anew on the copy move by a pixel or two
-  with its new mouth). A video that ends early gives fewer crops (a re-synced
-  copy is as long as its audio); FaceCropError if it ends before the track
-  starts.
+  with its new mouth). The video is read at the track's frame rate, so it
+  must share its source's frame timeline, as a re-synced copy does. A video
+  that ends early gives fewer crops (a re-synced copy is as long as its
+  audio); FaceCropError if it ends before the track starts.
   """
   crops = []
   for t, frame in enumerate(video_lib.iter_frames(path, fps=track.resample)):
