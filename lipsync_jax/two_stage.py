@@ -123,8 +123,7 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
     crops = reader.frames(clip, s, n)
     key, slots = syncer.references(list(crops), lips[:n], valid[:n])
     for g in gains:
-      rows = np.concatenate([(neutral + g * moved).reshape(n, -1), np.full((n, 1), key),
-                             slots[:, None]], 1)
+      rows = ts.renderer_rows(neutral + g * moved, key, slots)
       out = np.concatenate([syncer.generate_faces(rows[k:k + syncer.batch_size],
                                                   list(crops[k:k + syncer.batch_size]))
                             for k in range(0, n, syncer.batch_size)])

@@ -108,6 +108,14 @@ def _smooth(seq: np.ndarray) -> np.ndarray:
   return 0.25 * seq[:-2] + 0.5 * seq[1:-1] + 0.25 * seq[2:]
 
 
+def renderer_rows(lips: np.ndarray, key: int, slots) -> np.ndarray:
+  """(n, 40, 2) lips of n frames, their references' key and (n,) slots ->
+  (n, ROW) float32 renderer rows: the lips, then the key and the slot."""
+  lips = np.asarray(lips, np.float32).reshape(len(lips), -1)
+  return np.concatenate([lips, np.full((len(lips), 1), key, np.float32),
+                         np.asarray(slots, np.float32).reshape(-1, 1)], axis=1)
+
+
 def frame_neutral(neutral: np.ndarray, frames) -> np.ndarray:
   """(n_src, 40, 2) neutral lips of the face input's frames, (k,) output
   frame indices -> (k, 40, 2): each output frame's source frame's (played
@@ -300,9 +308,7 @@ class TwoStageSyncer(LipSyncer):
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
     src = [ping_pong_index(j, len(neutral)) for j in range(job.frames)]
-    out = self.lips_for(job.mel, neutral[src], job.face.fps)
-    return np.concatenate([out.reshape(job.frames, -1), np.full((job.frames, 1), key),
-                           slots[src][:, None]], axis=1).astype(np.float32)
+    return renderer_rows(self.lips_for(job.mel, neutral[src], job.face.fps), key, slots[src])
 
   # --- streaming -------------------------------------------------------------
 
@@ -382,4 +388,4 @@ class StreamLips:
   def _row(self, lips: np.ndarray, index: int) -> np.ndarray:
     """(40, 2) lips of output frame `index` -> its (ROW,) renderer row."""
     slot = self.slots[ping_pong_index(int(index), len(self.slots))]
-    return np.concatenate([lips.reshape(-1), [self.key, slot]]).astype(np.float32)
+    return renderer_rows(lips[None], self.key, [slot])[0]
