@@ -13,6 +13,9 @@ speeches (20 videos), scored by
   * the energy judge (evaluation/energy_judge.py, no learned sync weights):
     the share whose best lag is within +-1 of 0, beside the same judge on the
     source clips with their own audio (the reference);
+  * the control: both judges on each source's own face, laid out as the
+    output's frames were drawn on it, under the new speech (a mouth that
+    never heard it: what chance gives);
 
 and each face lip-synced to its own speech, against its source frames:
 mouth PSNR / SSIM / LPIPS, sharpness and colour speckle beside the source's
@@ -120,6 +123,32 @@ class Judges:
   def __call__(self, path: pathlib.Path) -> dict:
     return self.score(path, self.read(path))
 
+  def chance(self, source: dict, path: pathlib.Path, seen: dict) -> dict:
+    """Both judges on the *source's own* face (`source`, its `read`) under
+    the speech of the output video `path` (`seen`, its `read`): the control,
+    a mouth that never heard that speech. The output's frame j was drawn on
+    source frame `ping_pong_index(j)`, so the source's crops and lips are
+    laid out the same way. Returns {"chance_offset", "chance_lag",
+    "chance_r"}."""
+    from lipsync_jax.inference.sources import ping_pong_index
+    n_src = source["first"] + len(source["lips"])
+    idx = np.asarray([ping_pong_index(seen["first"] + j, n_src) - source["first"]
+                      for j in range(len(seen["lips"]))])
+    # Source frames before its track's first face have no lips.
+    has = idx >= 0
+    idx = np.maximum(idx, 0)
+    laid_out = {"crops": source["crops"][idx], "lips": source["lips"][idx],
+                "valid": source["valid"][idx] & has, "fps": seen["fps"],
+                "first": seen["first"]}
+    r = self.score(path, laid_out)
+    return {"chance_offset": r["offset"], "chance_lag": r["judge_lag"],
+            "chance_r": r["judge_r"]}
+
+
+def _median(values) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.median(values)) if values else None
+
 
 def share(values, targets, tol=1) -> str:
   pairs = [(a, b) for a, b in zip(values, targets) if a is not None and b is not None]
@@ -143,13 +172,15 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
   import tqdm
   rows, sources = [], {}
   for i, face in enumerate(tqdm.tqdm(faces, desc="unseen faces", unit="face")):
-    sources[face.stem] = judges(face)
+    sources[face.stem] = judges.score(face, judges.source(face))
     for k in range(2):
       s = speech[(i + k) % len(speech)]
       target = out / f"{face.stem}__{s.stem[-4:]}.mp4"
       if not target.is_file():
         syncer.run(face, s, target)
-      rows.append(dict(judges(target), face=face.stem))
+      seen = judges.read(target)
+      rows.append(dict(judges.score(target, seen), face=face.stem,
+                       **judges.chance(judges.source(face), target, seen)))
     own = out / "own" / f"{face.stem}.mp4"
     if not own.is_file():
       syncer.run(face, face, own)
@@ -162,6 +193,13 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
       "judge_within1_of_0": share([r["judge_lag"] for r in rows], [0] * len(rows)),
       "judge_sources_within1_of_0": share([s["judge_lag"] for s in sources.values()],
                                            [0] * len(sources)),
+      # The control: each source's own mouth under the new speech.
+      "scorer_chance_within1_of_0": share([r["chance_offset"] for r in rows], [0] * len(rows)),
+      "judge_chance_within1_of_0": share([r["chance_lag"] for r in rows], [0] * len(rows)),
+      "judge_r_median": {
+          "ours": _median([r["judge_r"] for r in rows]),
+          "control": _median([r["chance_r"] for r in rows]),
+          "sources": _median([s["judge_r"] for s in sources.values()])},
       "judge_within1_of_source": share([r["judge_lag"] for r in rows],
                                         [s["judge_lag"] for s in src]),
       "rows": rows, "sources": sources, "reconstruction": recon}
@@ -289,6 +327,14 @@ def main(argv=None) -> int:
     print(f"| built-in scorer, best offset within +-1 of 0 | {u['scorer_within1_of_0']} | |")
     print(f"| energy judge, best lag within +-1 of 0 | {u['judge_within1_of_0']} | "
           f"{u['judge_sources_within1_of_0']} |")
+    print(f"| the control, each source's own mouth under the new speech: scorer / energy "
+          f"judge within +-1 of 0 | {u['scorer_chance_within1_of_0']} / "
+          f"{u['judge_chance_within1_of_0']} | |")
+    m = u["judge_r_median"]
+    print("energy judge, median r at the best lag: ours "
+          + ", control ".join(f"{m[k]:.2f}" if m[k] is not None else "n/a"
+                              for k in ("ours", "control"))
+          + (f", the sources {m['sources']:.2f}" if m["sources"] is not None else ""))
     print("\nOwn-speech reconstruction (mouth: lower half of a 256 px face crop):")
     print("| | mouth PSNR | SSIM | LPIPS | sharpness | colour speckle |")
     print("|---|---|---|---|---|---|")

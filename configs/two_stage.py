@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.width_multiplier = 0.25
     c.model.overrides.face_size = 96
     c.data.options.with_lips = True
-    # The reference is the clip's most closed-mouth frame 3 times in 4, as at
+    # The reference is a closed-mouth frame near the target 3 times in 4, as at
     # inference (InferenceOptions.reference), so openings come from the lips.
     c.data.options.rest_reference = 0.75
     c.batch_size = 4

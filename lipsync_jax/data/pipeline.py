@@ -14,6 +14,10 @@ from lipsync_jax.data.format import KINDS
 from lipsync_jax.data import sources
 DEFAULT_MIN_OFFSET = 5      # syncnet negatives: |g - f| >= 5 frames (0.2 s)
 DEFAULT_REF_MIN_OFFSET = 1  # generator reference window != target window
+# The share of a clip's frames with lips that count as closed-mouth for the
+# renderer's rest reference: audio_to_lips.closed_frames' default, which
+# picks inference's references (data does not import the models).
+CLOSED_FRACTION = 0.2
 
 
 def _windows(reader: fmt.ClipReader, clip: fmt.ClipMeta, start: int,
@@ -110,10 +114,14 @@ class GeneratorSample(_SampleBase):
   of ``data_prep/au_labels.py``. with_lips adds lips (5, 40, 2) float32,
   the target frames' FaceMesh lips (``data_prep/lip_tracks.py``), and takes
   only targets whose 5 frames all have lips. rest_reference p (with_lips
-  only): with probability p the reference is instead the clip's most
-  closed-mouth frame outside the target window, repeated 5 times, as the
-  two-stage model's inference gives it (`InferenceOptions.reference`); the
-  renderer then has to draw every opening from the lips alone.
+  only): with probability p the reference is instead a closed-mouth frame,
+  repeated 5 times: of the clip's `CLOSED_FRACTION` most closed frames
+  outside the target window, the nearest in time to the window's middle
+  frame (the earlier on a tie). The two-stage model's inference gives each
+  frame the same (`audio_to_lips.rest_frames`, `InferenceOptions.reference`):
+  a closed mouth in about the frame's head pose, so the renderer draws every
+  opening from the lips alone, and on a long clip whose head turns the
+  reference is not from another pose.
   """
 
   def __init__(self, index, clips, ref_min_offset: int = DEFAULT_REF_MIN_OFFSET,
@@ -160,6 +168,22 @@ class GeneratorSample(_SampleBase):
                                      if ok[f:f + sources.WINDOW].all()], np.int64)
       self.remap = _stand_ins(self.starts, "target window of 5 frames")
 
+  def nearest_closed(self, ci: int, f: int) -> int | None:
+    """The rest reference of the target window f..f+4 of clip `ci`: of the
+    clip's `CLOSED_FRACTION` most closed frames outside the window, the
+    nearest in time to frame f + 2 (the earlier on a tie); None when every
+    frame with lips is inside the window."""
+    closed_first = self.closed_first[ci]
+    k = max(1, int(round(CLOSED_FRACTION * len(closed_first))))
+    inside = (closed_first >= f) & (closed_first < f + sources.WINDOW)
+    candidates = closed_first[:k][~inside[:k]]
+    if not len(candidates):   # all of them in the window: the most closed outside it
+      candidates = closed_first[~inside][:1]
+    if not len(candidates):
+      return None
+    mid = f + sources.WINDOW // 2
+    return int(min(candidates, key=lambda c: (abs(int(c) - mid), int(c))))
+
   def random_map(self, element: dict[str, int],
                  rng: np.random.Generator) -> dict[str, np.ndarray]:
     ci = element["clip"]
@@ -170,9 +194,9 @@ class GeneratorSample(_SampleBase):
     r = int(rng.choice(w.face[np.abs(w.face - f) >= self.ref_min_offset]))
     reference = None
     if self.rest_reference and rng.random() < self.rest_reference:
-      outside = [k for k in self.closed_first[ci] if not f <= k < f + sources.WINDOW]
-      if outside:
-        r = int(outside[0])
+      r_rest = self.nearest_closed(ci, f)
+      if r_rest is not None:
+        r = r_rest
         reference = np.repeat(self.reader.frames(clip, r, 1), sources.WINDOW, axis=0)
     audio = _windows(self.reader, clip, f, sources.WINDOW)
     out = {
