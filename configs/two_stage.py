@@ -10,7 +10,8 @@ with lip tracks (`data_prep/preprocess.py`, then `data_prep/lip_tracks.py`):
 
 `:renderer` trains `lip_renderer` (models/lip_renderer.py) by reconstruction
 alone: the target frame's true lips, its masked upper half and a reference
-frame in; L1 + LPIPS (AlexNet) + the Wav2Lip visual-quality GAN out. There is
+frame in; L1 + LPIPS (AlexNet) on the face and on the mouth alone + the
+Wav2Lip visual-quality GAN out. There is
 no expert and no sync loss, so nothing rewards pixel patterns that only a
 network reads as lips.
 
@@ -63,6 +64,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.lpips = 0.3
     c.lpips_net = "alexnet"         # 10x cheaper than VGG16 on a CPU
     c.loss.gan = 0.03
+    # The lips, teeth and inside of the mouth get L1 + LPIPS of their own, on
+    # a crop around the target's lips (losses.mouth_loss): in the face terms
+    # they are a tenth of the pixels, and the renderer drew openings FaceMesh
+    # read at 0.84x the size it was given, their motion blurred (r 0.55 on
+    # the frame-to-frame change, 0.71 with this term; docs/two_stage.md).
+    c.loss.mouth = 1.0
     c.disc.width_multiplier = 0.25
     c.disc.learning_rate = 1e-4
     c.sync_schedule.initial = 0.0

@@ -209,3 +209,30 @@ def test_in_batch_sync_loss_rewards_matching_pairs():
   matched = float(losses.in_batch_sync_loss(eye, eye, ones, 20.0))
   shuffled = float(losses.in_batch_sync_loss(eye, eye[::-1], ones, 20.0))
   assert matched < 1e-6 < 10.0 < shuffled
+
+
+def test_mouth_crops_are_centred_on_the_lips_and_kept_in_the_frame():
+  s = 16
+  img = jnp.arange(s * s, dtype=jnp.float32).reshape(1, 1, s, s, 1)
+  img = jnp.concatenate([img, img], axis=1)                     # (B=1, T=2, S, S, 1)
+  lips = jnp.stack([jnp.full((40, 2), 0.5).at[:, 1].set(0.75),  # centre x 8, y 12
+                    jnp.full((40, 2), 0.98)])[None]             # near the corner
+  crops = losses.mouth_crops(img, lips, window=0.5)
+  assert crops.shape == (2, 8, 8, 1)
+  np.testing.assert_array_equal(crops[0, ..., 0], img[0, 0, 8:16, 4:12, 0])
+  np.testing.assert_array_equal(crops[1, ..., 0], img[0, 1, 8:16, 8:16, 0])   # clamped
+  assert losses.mouth_crops(img, lips, 0.5, size=4).shape == (2, 4, 4, 1)
+
+
+def test_mouth_loss_sees_the_mouth_and_not_the_rest_of_the_face():
+  rng = np.random.default_rng(0)
+  face = jnp.asarray(rng.random((1, 1, 32, 32, 3)).astype(np.float32))
+  lips = jnp.full((1, 1, 40, 2), 0.5).at[..., 1].set(0.75)     # mouth rows 16..31, cols 8..23
+  off_mouth = face.at[:, :, :8].set(0.0)
+  on_mouth = face.at[:, :, 20:26, 12:20].set(0.0)
+  assert float(losses.mouth_loss(off_mouth, face, lips)) == 0.0
+  on = float(losses.mouth_loss(on_mouth, face, lips))
+  want = float(jnp.abs(face[:, :, 20:26, 12:20]).sum()) / (16 * 16 * 3)
+  assert on == pytest.approx(want, rel=1e-5)
+  # The whole-face L1 gives the same error a quarter of the weight.
+  assert float(losses.l1(on_mouth, face)) == pytest.approx(on / 4, rel=1e-5)

@@ -216,7 +216,7 @@ def test_both_stages_train_and_resume_exactly(variant, lip_dataset, tmp_path,
   assert s["status"] == "completed" and s["step"] == 4
   ev = s["final_eval"]
   if variant == "renderer_tiny":
-    assert {"l1", "lpips", "gan_g"} <= set(ev) and "sync" not in ev   # no sync loss
+    assert {"l1", "lpips", "gan_g", "mouth"} <= set(ev) and "sync" not in ev   # no sync loss
   else:
     assert {"lips", "motion", "smooth", "sync", "sync_true"} <= set(ev)
   resumed = killed_after_checkpoint(straight, tmp_path / "resumed", 2)
@@ -233,6 +233,11 @@ def test_config_errors_are_one_line(lip_dataset, tmp_path):
   c.data.options.with_lips = False
   with pytest.raises(train_lib.TrainConfigError, match="with_lips=True"):
     train_lib.train_and_evaluate(c, str(tmp_path / "a"))
+  c = config_lib.load(REPO / "configs" / "wav2lip.py")
+  c.data_dir = str(lip_dataset)
+  c.loss.mouth = 1.0        # the mouth crop needs the targets' lips
+  with pytest.raises(train_lib.TrainConfigError, match="loss.mouth.*with_lips=True"):
+    train_lib.train_and_evaluate(c, str(tmp_path / "m"))
   c = config_lib.load(REPO / "configs" / "two_stage.py", "lips_tiny")
   c.data_dir = str(lip_dataset)
   c.data.options.lip_context = 16

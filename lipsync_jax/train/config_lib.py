@@ -123,6 +123,8 @@ def base_config(phase: str) -> ml_collections.ConfigDict:
     c.loss.align = 0.0              # SyncTalkFace address alignment (KL)
     c.loss.au = 0.0                 # au_tcn AU-classifier consistency
     c.loss.a2au = 0.0               # au_tcn audio-to-AU BCE (needs with_aus)
+    c.loss.mouth = 0.0              # L1 + mouth_lpips x LPIPS on the mouth alone (needs lips)
+    c.loss.mouth_lpips = 1.0
     c.sync_schedule = ml_collections.ConfigDict()
     c.sync_schedule.initial = 0.0
     c.sync_schedule.value = 0.03

@@ -160,7 +160,7 @@ def make_expert_apply(expert: nn.Module, bn_mode: str):
 # path) also reports for that path as "<name>_value"; both get the same weight.
 PATH_LOSSES = ("l1", "sync", "lpips", "gan_g", "vv")
 # Model-specific parts and their weights in `loss_cfg` (0 = off).
-EXTRA_LOSSES = ("store", "align", "au", "a2au")
+EXTRA_LOSSES = ("store", "align", "au", "a2au", "mouth")
 
 
 def combine_generator_losses(parts: Metrics, sync_weight: Array,
@@ -216,6 +216,11 @@ def _generator_parts(family: families.GeneratorFamily, expert_apply, lpips_apply
     if disc is not None:
       fake = disc.apply({"params": d_params}, pred, method="logits")
       parts["gan_g" + sfx] = losses.gan_generator_loss(fake)
+  if loss_cfg.get("mouth", 0.0) and "lips" in batch:
+    parts["mouth"] = losses.mouth_loss(
+        paths[0].astype(jnp.float32), gt, batch["lips"],
+        None if lpips_apply is None else functools.partial(lpips_apply, frozen["lpips"]),
+        float(loss_cfg.get("mouth_lpips", 1.0)))
   return parts, new_stats, tuple(p.astype(jnp.float32) for p in paths), gt
 
 

@@ -98,6 +98,11 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     raise TrainConfigError("lip_renderer trains on lip tracks: set "
                            "config.data.options.with_lips=True (and run "
                            "data_prep/lip_tracks.py on the dataset)")
+  if (config.phase == "generator" and config.loss.get("mouth", 0.0)
+      and not config.data.options.get("with_lips", False)):
+    raise TrainConfigError("config.loss.mouth crops the mouth at the target's lips: set "
+                           "config.data.options.with_lips=True (and run "
+                           "data_prep/lip_tracks.py on the dataset)")
   if config.phase == "generator":
     if arch not in TRAINABLE_GENERATORS:
       raise TrainConfigError(f"config.model.arch must be one of {TRAINABLE_GENERATORS}, "
