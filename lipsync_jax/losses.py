@@ -202,8 +202,7 @@ def lpips_loss(lpips_fn: Callable[[Array, Array], Array], pred: Array,
   return jnp.mean(_f32(lpips_fn(x, y)))
 
 
-def mouth_crops(images: Array, lips: Array, window: float = 0.5,
-                size: int | None = None) -> Array:
+def mouth_crops(images: Array, lips: Array, window: float = 0.5) -> Array:
   """Square crops centred on each frame's mouth.
 
   Args:
@@ -212,9 +211,9 @@ def mouth_crops(images: Array, lips: Array, window: float = 0.5,
       of those frames (`lip_landmarks.LIP_POINTS`).
     window: the crop's side as a fraction of S (0.5: a mouth with room for
       the chin and the cheeks beside it); the crop is kept inside the frame.
-    size: resize the crops to (size, size) (None: keep round(window * S)).
   Returns:
-    (N, size, size, C) crops, N = B * T, in the images' dtype.
+    (N, w, w, C) crops, N = B * T, w = round(window * S), in the images'
+    dtype.
   """
   s = images.shape[-2]
   x = images.reshape((-1,) + images.shape[-3:])
@@ -225,11 +224,7 @@ def mouth_crops(images: Array, lips: Array, window: float = 0.5,
   corner = jnp.round(pts.mean(axis=1) * s - w / 2).astype(jnp.int32)
   def cut(img, c):
     return jax.lax.dynamic_slice(img, (c[1], c[0], 0), (w, w, img.shape[-1]))
-  crops = jax.vmap(cut)(x, corner)
-  if size is not None and size != w:
-    crops = jax.image.resize(crops, (crops.shape[0], size, size, crops.shape[-1]),
-                             "bilinear").astype(images.dtype)
-  return crops
+  return jax.vmap(cut)(x, corner)
 
 
 def mouth_loss(pred: Array, target: Array, lips: Array,

@@ -220,7 +220,7 @@ def _generator_parts(family: families.GeneratorFamily, expert_apply, lpips_apply
     parts["mouth"] = losses.mouth_loss(
         paths[0].astype(jnp.float32), gt, batch["lips"],
         None if lpips_apply is None else functools.partial(lpips_apply, frozen["lpips"]),
-        float(loss_cfg.get("mouth_lpips", 1.0)))
+        float(loss_cfg.mouth_lpips))
   return parts, new_stats, tuple(p.astype(jnp.float32) for p in paths), gt
 
 

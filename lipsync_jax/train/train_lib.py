@@ -94,14 +94,13 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     if int(config.data.options.get("lip_context", 32)) != ctx:
       raise TrainConfigError(f"config.data.options.lip_context must equal the model's "
                              f"mel context ({ctx}: model.overrides.context)")
-  if arch == "lip_renderer" and not config.data.options.get("with_lips", False):
-    raise TrainConfigError("lip_renderer trains on lip tracks: set "
-                           "config.data.options.with_lips=True (and run "
-                           "data_prep/lip_tracks.py on the dataset)")
-  if (config.phase == "generator" and config.loss.get("mouth", 0.0)
-      and not config.data.options.get("with_lips", False)):
-    raise TrainConfigError("config.loss.mouth crops the mouth at the target's lips: set "
-                           "config.data.options.with_lips=True (and run "
+  # What reads the lip tracks, if anything: the renderer's input, or the
+  # mouth term's crop.
+  needs_lips = ("lip_renderer trains on lip tracks" if arch == "lip_renderer" else
+                "config.loss.mouth crops the mouth at the target's lips"
+                if config.phase == "generator" and config.loss.get("mouth", 0.0) else None)
+  if needs_lips and not config.data.options.get("with_lips", False):
+    raise TrainConfigError(f"{needs_lips}: set config.data.options.with_lips=True (and run "
                            "data_prep/lip_tracks.py on the dataset)")
   if config.phase == "generator":
     if arch not in TRAINABLE_GENERATORS:
