@@ -260,3 +260,50 @@ def test_cli_errors(tmp_path):
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1].startswith(
       "error: input folder not found")
+
+
+def _shared_corpus():
+  sys.path.insert(0, str(REPO / "data_prep"))
+  import shared_corpus  # pylint: disable=import-outside-toplevel,import-error
+  return shared_corpus
+
+
+def _fake_shared(root: pathlib.Path) -> pathlib.Path:
+  for rel in ("data/lrw_ar/video/a.mp4", "data/lrw_ar/video/b.mp4", "data/lrw_ar/video/a.txt",
+              "data/real/av/grid/bbaf2n.mpg", "data/real/av/grid/brbk7n.mpg",
+              "data/real/av/voxceleb2/00002.mp4", "data/real/av/voxceleb2/00010.mp4",
+              "data/real/speech/x.wav"):
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(b"")
+  return root
+
+
+def test_shared_corpus_links_the_training_clips_and_leaves_held_out_speakers_out(tmp_path):
+  corpus = _shared_corpus()
+  shared = _fake_shared(tmp_path / "shared")
+  out = tmp_path / "corpus"
+  assert corpus.make_corpus(shared, out) == (4, 0)
+  assert corpus.make_corpus(shared, out) == (0, 4)           # rerun: nothing to do
+  ids = sorted(preprocess_lib.clip_id_for(p, out) for p in preprocess_lib.find_videos(out))
+  # grid/bbaf2n (GRID s1) and voxceleb2/00002 are held-out speakers.
+  assert ids == ["a", "b", "real_grid_brbk7n", "real_voxceleb2_00010"]
+  assert (out / "a.mp4").resolve() == (shared / "data/lrw_ar/video/a.mp4").resolve()
+  (out / "b.mp4").unlink()
+  (out / "b.mp4").symlink_to(shared / "data/lrw_ar/video/a.mp4")
+  with pytest.raises(corpus.CorpusError, match="not a link to"):
+    corpus.make_corpus(shared, out)
+  res = subprocess.run([sys.executable, str(REPO / "data_prep" / "shared_corpus.py"),
+                        "--shared", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=600)   # catches hangs only
+  assert res.returncode == 2 and res.stderr.count("\n") == 1
+  assert res.stderr.startswith("error: ") and "lrw_ar" in res.stderr
+  assert not (tmp_path / "o").exists()
+
+
+def test_shared_corpus_on_the_shared_folder(shared_dir):
+  links = _shared_corpus().corpus_links(shared_dir)
+  lrw = [n for n in links if not n.startswith("real_")]
+  real = [n for n in links if n.startswith("real_")]
+  assert len(lrw) == len(list((shared_dir / "data/lrw_ar/video").glob("*.mp4")))
+  assert len(real) == 21
+  assert not any(n.startswith(("real_grid_bbaf2n", "real_voxceleb2_00086")) for n in real)
