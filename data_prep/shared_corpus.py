@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO / "configs"))
 
 from lip_sync import SHARED_VAL_SPEAKERS  # pylint: disable=g-import-not-at-top,wrong-import-position,import-error
 
-VIDEO_SUFFIXES = (".mp4", ".mpg")
+sys.path.insert(0, str(REPO))
+from lipsync_jax.data import preprocess_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class CorpusError(Exception):
@@ -49,14 +50,12 @@ def corpus_links(shared: str | os.PathLike) -> dict[str, pathlib.Path]:
     if not folder.is_dir():
       raise CorpusError(f"{folder} not found: pass --shared, the folder with data/lrw_ar "
                         "and data/real (../shared/README.md)")
-  links = {}
-  for p in sorted(lrw.iterdir()):
-    if p.suffix.lower() in VIDEO_SUFFIXES:
-      links[p.name] = p
-  for p in sorted(real.rglob("*")):
-    rel = p.relative_to(real)
-    if p.suffix.lower() in VIDEO_SUFFIXES and rel.with_suffix("").as_posix() not in SHARED_VAL_SPEAKERS:
-      links[f"real_{'_'.join(rel.parts)}"] = p
+  # preprocess.py's own video finder and clip ids, so the corpus holds what
+  # it would read, and a held-out speaker is named as configs/lip_sync.py does.
+  links = {"_".join(p.relative_to(lrw).parts): p for p in preprocess_lib.find_videos(lrw)}
+  for p in preprocess_lib.find_videos(real):
+    if preprocess_lib.clip_id_for(p, real) not in SHARED_VAL_SPEAKERS:
+      links[f"real_{'_'.join(p.relative_to(real).parts)}"] = p
   return links
 
 
