@@ -108,15 +108,15 @@ def test_too_few_valid_pairs_is_a_one_line_error():
 def test_report_carries_the_judge():
   """build_report/markdown: per-clip judge_lag/judge_r, the share within +-1
   of 0 and of the source clips' lags (no FaceMesh needed)."""
-  def clip(name, lag, ref):
+  def clip(name, lag, ref, frames=75):
     sync = metrics.SyncResult("s", 1.0, 0.1, 0, np.zeros(31), np.zeros(5))
     curve = np.linspace(-0.2, 0.3, 17)
-    ce = evaluate.ClipEval(name, 75, 0, sync,
+    ce = evaluate.ClipEval(name, frames, 0, sync,
                            judge=energy_judge.LagResult(lag, 0.3, 0.1, np.arange(-8, 9), curve,
                                                         np.full(17, 70)),
                            judge_reference_lag=ref)
     return ce
-  clips = [clip("a.mp4", 0, 0), clip("b.mp4", 5, 5), clip("c.mp4", -1, 4)]
+  clips = [clip("a.mp4", 0, 0), clip("b.mp4", 5, 5), clip("c.mp4", -1, 4, frames=300)]
   clips.append(evaluate.ClipEval("d.mp4", 75, 0, clips[0].sync, judge_error="energy judge: x"))
   rep = evaluate.build_report(clips, [], "s", "videos", {}, ["lse_d", "lse_c"])
   rep = json.loads(json.dumps(rep))
@@ -128,6 +128,11 @@ def test_report_carries_the_judge():
   md = report_lib.markdown(rep)
   assert "| judge lag | judge r |" in md and "| 5 (source 5) | 0.30 |" in md
   assert "within +-1 frame of 0 on 2 of 3 clips (67%)" in md
+  # Short clips are flagged: a, b (75 frames), not c (300) nor unjudged d.
+  assert rep["aggregate"]["judge_short_clips"] == {"n": 2, "of": 3, "frames": 250}
+  assert "2 of these 3 clips have fewer than 250 frames" in md
+  long_only = evaluate.build_report([clips[2]], [], "s", "videos", {}, ["lse_d"])
+  assert "fewer than" not in report_lib.markdown(json.loads(json.dumps(long_only)))
   # Without the judge nothing changes.
   plain = evaluate.build_report([evaluate.ClipEval("a", 75, 0, clips[0].sync)], [], "s",
                                 "videos", {}, ["lse_d"])

@@ -379,6 +379,11 @@ def build_report(results: Sequence[ClipEval], unscorable: Sequence[dict], scorer
   if judged:
     lags = [c["judge_lag"] for c in judged]
     aggregate["judge_lag_within1"] = energy_judge.share_within(lags, 0)
+    aggregate["judge_short_clips"] = {
+        "n": sum(c["judge_lag"] is not None
+                 and c["num_frames"] < energy_judge.SHORT_CLIP_FRAMES for c in judged),
+        "of": sum(c["judge_lag"] is not None for c in judged),
+        "frames": energy_judge.SHORT_CLIP_FRAMES}
     if any("judge_reference_lag" in c for c in judged):
       aggregate["judge_lag_within1_of_reference"] = energy_judge.share_within(
           lags, [c.get("judge_reference_lag") for c in judged])

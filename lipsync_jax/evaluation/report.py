@@ -139,6 +139,11 @@ def _judge_summary(aggregate: dict) -> list[str]:
       share = "n/a" if agg["share"] is None else f"{agg['share']:.0%}"
       lines.append(f"Energy judge (no learned weights): best lag within +-1 frame of {what} "
                    f"on {agg['hits']} of {agg['n']} clips ({share}).")
+  short = aggregate.get("judge_short_clips")
+  if short and short["n"]:
+    lines.append(f"{short['n']} of these {short['of']} clips have fewer than "
+                 f"{short['frames']} frames: on so few, one clip's judge lag is often a noise "
+                 "peak, so read the share, not single lags (docs/sync_judges.md).")
   return [""] + lines if lines else []
 
 
