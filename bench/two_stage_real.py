@@ -187,7 +187,8 @@ def drive(syncer, judges, faces: list, speeches_for, out: pathlib.Path,
   """Lip-syncs face i to each speech of `speeches_for(i)` into
   OUT/FACE__TAG.mp4 (made once: a rerun resumes) and judges each video
   beside its control. Returns (rows, sources):
-  a row per video (`Judges.score` + `Judges.chance` + "face"), and both
+  a row per video (`Judges.score` + `Judges.chance` + "face" + "speech", its
+  tag), and both
   judges on each source clip with its own audio, by face stem."""
   import tqdm
   rows, sources = [], {}
@@ -198,7 +199,7 @@ def drive(syncer, judges, faces: list, speeches_for, out: pathlib.Path,
       if not target.is_file():
         syncer.run(face, s, target)
       seen = judges.read(target)
-      rows.append(dict(judges.score(target, seen), face=face.stem,
+      rows.append(dict(judges.score(target, seen), face=face.stem, speech=tag(s),
                        **judges.chance(judges.source(face), target, seen)))
   return rows, sources
 
@@ -228,10 +229,11 @@ def long_speech(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit:
       "speech_seconds": {p.stem: round(soundfile.info(p).duration, 2) for p in speech},
       "scorer_within1_of_source": share([r["offset"] for r in rows], [s["offset"] for s in src]),
       "per_speech": {p.stem: {
-          "scorer_within1_of_0": share([r["offset"] for r in rows if r["video"].endswith(
-              f"__{p.stem}.mp4")], [0] * len(sources)),
-          "judge_within1_of_0": share([r["judge_lag"] for r in rows if r["video"].endswith(
-              f"__{p.stem}.mp4")], [0] * len(sources))} for p in speech},
+          key: share(values, [0] * len(values))
+          for key, values in (
+              ("scorer_within1_of_0", [r["offset"] for r in rows if r["speech"] == p.stem]),
+              ("judge_within1_of_0", [r["judge_lag"] for r in rows if r["speech"] == p.stem]))}
+          for p in speech},
       "scorer_within1_of_0": share([r["offset"] for r in rows], [0] * len(rows)),
       "judge_within1_of_0": share([r["judge_lag"] for r in rows], [0] * len(rows)),
       "scorer_chance_within1_of_0": share([r["chance_offset"] for r in rows], [0] * len(rows)),
