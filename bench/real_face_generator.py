@@ -56,12 +56,17 @@ SPEECH = ("sense_and_sensibility_01_austen_64kb-0870.wav",
 RUNS = {"sync-on": "sync on", "sync-off": "sync off"}  # --runs name -> table row
 RUN_DIRS = {"sync-on": "gen_sync", "sync-off": "gen_nosync"}
 RECON_CROP = 256  # face crops the reconstruction scores are taken on
+# The lips and the skin just around them in those crops (rows, columns): what
+# every paste redraws, however narrow, so a paste that keeps more of the
+# source's own pixels does not score better here by keeping them.
+LIPS_BOX = (slice(144, 224), slice(64, 192))
 
 
 def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path],
                    detector) -> dict[str, dict[str, float]]:
   """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
-  sources, plus sharpness and colour speckle (and the sources' own).
+  sources, plus sharpness and colour speckle (and the sources' own), on the
+  lower half of the face crops and, as "lips_*", on `LIPS_BOX` alone.
 
   Each output is cropped along its source's face track (the source's boxes,
   found once), at RECON_CROP px, so both crops frame the same pixels; boxes
@@ -78,11 +83,15 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
     tracks[face.stem] = face_crops.face_track(str(face), detector)
     sources[face.stem] = face_crops.crops_along(str(face), tracks[face.stem],
                                                 RECON_CROP)[:, half:]
+  lips_rows, lips_cols = LIPS_BOX[0], LIPS_BOX[1]
+  lips_rows = slice(lips_rows.start - half, lips_rows.stop - half)   # in the lower half
   out: dict[str, dict[str, float]] = {"source": {
       "sharpness": float(np.mean(np.concatenate(
           [metrics.laplacian_variance(c) for c in sources.values()]))),
       "chroma_noise": float(np.mean(np.concatenate(
-          [metrics.chroma_noise(c) for c in sources.values()])))}}
+          [metrics.chroma_noise(c) for c in sources.values()]))),
+      "lips_sharpness": float(np.mean(np.concatenate(
+          [metrics.laplacian_variance(c[:, lips_rows, lips_cols]) for c in sources.values()])))}}
   for name, d in own_audio.items():
     gen_all, truth_all = [], []
     for face in faces:
@@ -91,9 +100,13 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
       gen_all.append(gen)
       truth_all.append(sources[face.stem][:len(gen)])   # the copy is as long as its audio
     gen, truth = np.concatenate(gen_all), np.concatenate(truth_all)
+    lips_gen, lips_truth = gen[:, lips_rows, lips_cols], truth[:, lips_rows, lips_cols]
     out[name] = {**metrics.reconstruction_metrics(gen, truth, lpips),
                  "sharpness": float(np.mean(metrics.laplacian_variance(gen))),
                  "chroma_noise": float(np.mean(metrics.chroma_noise(gen))),
+                 **{f"lips_{k}": v for k, v in
+                    metrics.reconstruction_metrics(lips_gen, lips_truth, lpips).items()},
+                 "lips_sharpness": float(np.mean(metrics.laplacian_variance(lips_gen))),
                  "frames": int(len(gen))}
   return out
 

@@ -64,6 +64,8 @@ LONG_SPEECH = {"librivox": (tuple(f"librivox_pocketsphinx/{s}" for s in SPEECH),
                "eng": (("musetalk/eng.wav",), 20.0),
                "zozo": (("geneface/zozo.wav",), 0.0)}
 FACE_CROP = 128
+GRID_CROP = 256   # mouth_grid.png: the lower halves of 256 px face crops
+LIPS_BOX_TEXT = "rows 144-223 and columns 64-191 of the 256 px face crop: the lips and the skin around them"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="GRID test sentences to judge (0: all)")
   p.add_argument("--faces", type=int, default=0,
                  help="judge only the first N unseen faces (0: all 10)")
+  p.add_argument("--lower-face-paste", action="store_true",
+                 help="paste the whole lower face (infer.py's --lower-face-paste) instead of "
+                      "the region around the mouth")
   return p
 
 
@@ -127,11 +132,11 @@ class Judges:
     try:
       j = energy_judge.lip_energy_lag(seen["lips"], seen["valid"], wav, seen["first"],
                                       seen["fps"])
-      lag, jr = j.best_lag, j.r_best
+      lag, jr, jr0 = j.best_lag, j.r_best, j.r_zero
     except energy_judge.JudgeError:
-      lag, jr = None, None
+      lag, jr, jr0 = None, None, None
     return {"video": path.name, "offset": int(r.offset), "lse_d": float(r.lse_d),
-            "judge_lag": lag, "judge_r": jr}
+            "judge_lag": lag, "judge_r": jr, "judge_r0": jr0}
 
   def __call__(self, path: pathlib.Path) -> dict:
     return self.score(path, self.read(path))
@@ -155,7 +160,12 @@ class Judges:
                 "first": seen["first"]}
     r = self.score(path, laid_out)
     return {"chance_offset": r["offset"], "chance_lag": r["judge_lag"],
-            "chance_r": r["judge_r"]}
+            "chance_r": r["judge_r"], "chance_r0": r["judge_r0"]}
+
+
+def _mean(values) -> float | None:
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
 
 
 def _median(values) -> float | None:
@@ -271,6 +281,11 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
           "ours": _median([r["judge_r"] for r in rows]),
           "control": _median([r["chance_r"] for r in rows]),
           "sources": _median([s["judge_r"] for s in sources.values()])},
+      # r at lag 0: a continuous reading, steadier than a verdict per video.
+      "judge_r0_mean": {
+          "ours": _mean([r["judge_r0"] for r in rows]),
+          "control": _mean([r["chance_r0"] for r in rows]),
+          "sources": _mean([s["judge_r0"] for s in sources.values()])},
       "judge_within1_of_source": share([r["judge_lag"] for r in rows],
                                         [s["judge_lag"] for s in src]),
       "rows": rows, "sources": sources, "reconstruction": recon}
@@ -279,13 +294,14 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
 
 
 def mouth_grid(faces, out: pathlib.Path, path: pathlib.Path) -> None:
-  """Rows: the source's mouth, ours on its own speech, ours on LibriVox; four
-  moments of each face."""
+  """Rows: the source's mouth, ours on its own speech, ours on LibriVox; three
+  moments of each face (the lower halves of GRID_CROP px face crops)."""
   import cv2
   from lipsync_jax.vision import face_crops, face_detection
   det = face_detection.create_detector("default")
+  size = GRID_CROP
   def crops_of(p):
-    return face_crops.video_face_crops(str(p), 192, det)[0]
+    return face_crops.video_face_crops(str(p), size, det)[0]
   rows = []
   for label, pick in (("truth", lambda f: f), ("ours, own speech", lambda f: out / "own" /
                                                 f"{f.stem}.mp4"),
@@ -294,10 +310,10 @@ def mouth_grid(faces, out: pathlib.Path, path: pathlib.Path) -> None:
     for face in faces:
       c = crops_of(pick(face))
       for frac in (0.25, 0.5, 0.75):
-        tiles.append(cv2.resize(c[int(frac * (len(c) - 1))][96:], (192, 96)))
+        tiles.append(c[int(frac * (len(c) - 1))][size // 2:])
     strip = np.concatenate(tiles, 1)
-    name = np.full((96, 170, 3), 255, np.uint8)
-    cv2.putText(name, label, (4, 52), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    name = np.full((size // 2, 170, 3), 255, np.uint8)
+    cv2.putText(name, label, (4, size // 4 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     rows.append(np.concatenate([name, strip], 1))
   cv2.imwrite(str(path), np.concatenate(rows, 0))
 
@@ -379,14 +395,16 @@ def main(argv=None) -> int:
   t0 = time.time()
   work = pathlib.Path(a.workdir).absolute()
   work.mkdir(parents=True, exist_ok=True)
-  syncer = inference.load_syncer(a.model, cache_dir=str(work / "cache"))
+  syncer = inference.load_syncer(a.model, cache_dir=str(work / "cache"),
+                                 mouth_paste=not a.lower_face_paste)
   judges = Judges()
   # A suite run on its own keeps the other suite's results of the same model.
   saved = work / "results.json"
   results = json.loads(saved.read_text()) if saved.is_file() else {}
-  if results.get("model") != a.model:
+  paste = "lower face" if a.lower_face_paste else "mouth"
+  if results.get("model") != a.model or results.get("paste", "mouth") != paste:
     results = {}
-  results["model"] = a.model
+  results["model"], results["paste"] = a.model, paste
   if "unseen" in suites:
     u = unseen(syncer, judges, shared, work, a.faces)
     results["unseen"] = u
@@ -407,6 +425,10 @@ def main(argv=None) -> int:
           + ", control ".join(f"{m[k]:.2f}" if m[k] is not None else "n/a"
                               for k in ("ours", "control"))
           + (f", the sources {m['sources']:.2f}" if m["sources"] is not None else ""))
+    m0 = u["judge_r0_mean"]
+    print("energy judge, mean r at lag 0: "
+          + ", ".join(f"{k} {m0[k]:.3f}" for k in ("ours", "control", "sources")
+                      if m0[k] is not None))
     print("\nOwn-speech reconstruction (mouth: lower half of a 256 px face crop):")
     print("| | mouth PSNR | SSIM | LPIPS | sharpness | colour speckle |")
     print("|---|---|---|---|---|---|")
@@ -414,6 +436,13 @@ def main(argv=None) -> int:
     print(f"| ours | {o['psnr']:.2f} | {o['ssim']:.3f} | {o['lpips']:.3f} | "
           f"{o['sharpness']:.0f} | {o['chroma_noise']:.2f} |")
     print(f"| source | | | | {s['sharpness']:.0f} | {s['chroma_noise']:.2f} |")
+    if "lips_psnr" in o:
+      print(f"\nThe lips box alone ({LIPS_BOX_TEXT}):")
+      print("| | PSNR | SSIM | LPIPS | sharpness |")
+      print("|---|---|---|---|---|")
+      print(f"| ours | {o['lips_psnr']:.2f} | {o['lips_ssim']:.3f} | {o['lips_lpips']:.3f} | "
+            f"{o['lips_sharpness']:.0f} |")
+      print(f"| source | | | | {s['lips_sharpness']:.0f} |")
   if "long" in suites:
     g = long_speech(syncer, judges, shared, work, a.faces)
     results["long"] = g

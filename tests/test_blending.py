@@ -35,6 +35,49 @@ def test_mask_is_soft_one_inside_zero_outside():
     m[0, 0] = 1.0  # cached, read-only
 
 
+def _lips(cx=0.5, cy=0.7, width=0.3, height=0.06, n=40) -> np.ndarray:
+  """(n, 2) points on an ellipse: a mouth, in crop units."""
+  t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+  return np.stack([cx + width / 2 * np.cos(t), cy + height / 2 * np.sin(t)], 1).astype(np.float32)
+
+
+def test_mouth_mask_covers_the_lips_and_the_chin_below_and_nothing_far():
+  size = 200
+  lips = _lips()
+  m = blending.mouth_mask(lips, size, size)
+  assert m.shape == (size, size) and m.dtype == np.float32
+  assert m.min() >= 0.0 and m.max() <= 1.0 + 1e-6
+  px = lambda x, y: m[int(y * size), int(x * size)]
+  assert min(px(x, y) for x, y in lips) > 0.95          # every lip point
+  assert px(0.5, 0.7 + 0.03 + 0.3 * 0.3) > 0.95         # the chin, where the jaw drops
+  assert px(0.08, 0.7) == 0.0 and px(0.92, 0.7) == 0.0  # the cheeks
+  assert px(0.5, 0.45) == 0.0                           # the nose
+  assert np.abs(np.diff(m, axis=0)).max() < 0.2 and np.abs(np.diff(m, axis=1)).max() < 0.2
+  # It follows the mouth, and a wider mouth gets a wider mask.
+  moved = blending.mouth_mask(_lips(cx=0.6), size, size)
+  np.testing.assert_allclose(moved[:, 20:], m[:, :-20], atol=1e-5)
+  assert (blending.mouth_mask(_lips(width=0.4), size, size) > 0.5).sum() > (m > 0.5).sum()
+
+
+def test_mouth_paste_keeps_the_frame_away_from_the_mouth():
+  frame = _frame(seed=3)
+  x1, y1, x2, y2 = 60, 30, 180, 170
+  face = np.full((96, 96, 3), 180, np.uint8)
+  lips = _lips()
+  whole = blending.paste(frame.copy(), (x1, y1, x2, y2), face, color_match=False)
+  mouth = blending.paste(frame.copy(), (x1, y1, x2, y2), face, color_match=False, mouth=lips)
+  box = (slice(y1, y2), slice(x1, x2))
+  m = blending.mouth_mask(lips, x2 - x1, y2 - y1)
+  far = m == 0.0
+  # Away from the mouth the frame is untouched, where the lower-face paste
+  # redraws it; over the mouth both paste the face.
+  np.testing.assert_array_equal(mouth[box][far], frame[box][far])
+  assert (whole[box][far] != frame[box][far]).any()
+  centre = (y1 + int(0.7 * (y2 - y1)), x1 + (x2 - x1) // 2)
+  assert np.abs(mouth[centre].astype(int) - 180).max() <= 2
+  np.testing.assert_array_equal(mouth[centre], whole[centre])
+
+
 def test_hard_paste_overwrites_the_box_only():
   frame = _frame()
   orig = frame.copy()

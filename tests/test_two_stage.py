@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from lipsync_jax import models, two_stage
+from lipsync_jax.inference import two_stage as ts
 from lipsync_jax.data import format as fmt
 from lipsync_jax.data import lip_store
 from lipsync_jax.data import testing as data_testing
@@ -270,6 +271,16 @@ def test_pack_and_run_on_a_real_clip_and_a_photo(shared_dir, tmp_path):
   report = syncer.run(face, shared_dir / SPEECH, tmp_path / "out.mp4")
   assert report.frames > 25 and report.frames_without_face == 0
   assert video_lib.probe(str(tmp_path / "out.mp4")).num_frames == report.frames
+  # The default pastes around the mouth only: fewer of the source's pixels
+  # change than with the whole lower face pasted (the untrained renderer
+  # draws noise wherever it is pasted).
+  lower = inference.load_syncer(pair, batch_size=16, cache_dir=str(tmp_path), mouth_paste=False)
+  lower.run(face, shared_dir / SPEECH, tmp_path / "lower.mp4")
+  src = np.stack(list(video_lib.iter_frames(str(face)))[:25]).astype(int)
+  changed = {name: int((np.abs(np.stack(list(video_lib.iter_frames(str(tmp_path / name)))[:25])
+                               .astype(int) - src).max(-1) > 20).sum())
+             for name in ("out.mp4", "lower.mp4")}
+  assert 0 < changed["out.mp4"] < 0.75 * changed["lower.mp4"], changed
   # A photo: the first frame of the clip.
   frame = next(video_lib.iter_frames(str(face)))
   import cv2  # pylint: disable=import-outside-toplevel
@@ -381,13 +392,30 @@ def test_rest_reference_hides_the_inputs_own_mouth(tmp_path):
   b = a.copy()
   b[48:] = rng.integers(0, 255, (48, 96, 3), np.uint8)
   lips = np.stack([_mouth(0.0), _mouth(0.03)])
-  rows = np.tile(_mouth(0.01).reshape(1, -1), (2, 1))
+  drawn = np.stack([_mouth(0.01)] * 2)
   for reference, same in (("rest", True), ("frame", False)):
     syncer = inference.load_syncer(pair, batch_size=2, reference=reference)
     key, slots = syncer.references([a, b], lips, np.ones(2, bool))
-    out = syncer.generate_faces(np.concatenate([rows, np.full((2, 1), key), slots[:, None]], 1),
-                                [a, b])
+    out = syncer.generate_faces(ts.renderer_rows(drawn, key, slots, lips), [a, b])
     assert np.array_equal(out[0], out[1]) == same, reference
+
+
+def test_the_paste_covers_the_lips_drawn_and_the_frames_own(tmp_path):
+  """Each frame's row carries the lips drawn and the input frame's own; the
+  mouth paste covers both (`blending.mouth_mask`), and is off when asked."""
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  pair = _tiny_pair(tmp_path)
+  drawn = np.stack([_mouth(0.04), _mouth(0.05)])
+  own = np.stack([_mouth(0.0), _mouth(0.08)])
+  rows = ts.renderer_rows(drawn, 3, [0, 1], own)
+  assert rows.shape == (2, ts.ROW)
+  mouths = inference.load_syncer(pair, batch_size=2).paste_mouths(rows)
+  np.testing.assert_array_equal(mouths, np.concatenate([drawn, own], 1))
+  assert inference.load_syncer(pair, batch_size=2, mouth_paste=False).paste_mouths(rows) is None
+  assert inference.load_syncer(pair, batch_size=2, hard_paste=True).paste_mouths(rows) is None
+  # Frames where FaceMesh found no lips are covered at their neutral mouth.
+  valid = np.array([True, False])
+  np.testing.assert_array_equal(ts.own_lips(own, valid, drawn), np.stack([own[0], drawn[1]]))
 
 
 def test_rest_frames_are_the_nearest_closed_mouths():

@@ -68,6 +68,11 @@ class InferenceOptions:
       closed (`audio_to_lips.rest_frames`), so the input's own mouth
       movements do not show through and the head pose stays close; "frame":
       each frame itself (Wav2Lip's choice).
+    mouth_paste: two-stage models only: paste only a feathered region around
+      the mouth (the lips drawn and the input frame's own,
+      `blending.mouth_mask`), keeping the input's own skin, folds and jaw
+      line elsewhere. False pastes the whole lower face, as the pixel
+      generators do. Ignored with `hard_paste`.
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1
@@ -88,6 +93,7 @@ class InferenceOptions:
   reuse_face_features: bool = True
   lip_gain: float | None = None
   reference: str = "rest"
+  mouth_paste: bool = True
 
   def validate(self) -> None:
     if len(self.pads) != 4:

@@ -347,18 +347,20 @@ class StreamSession:
     syncer, opts = self.syncer, self.syncer.options
     src = [ping_pong_index(j.index, self.source_frames) for j in jobs]
     rows = [k for k, s in enumerate(src) if self._boxes[s] is not None]
-    faces = {}
+    faces, mouths = {}, {}
     if rows:
       windows = np.stack([jobs[k].window for k in rows])
       made = (syncer.generate_faces(windows, feats=self._feats) if self._feats is not None
               else syncer.generate_faces(windows, [self._crops[src[k]] for k in rows]))
       faces = dict(zip(rows, made))
+      where = syncer.paste_mouths(windows)
+      mouths = {} if where is None else dict(zip(rows, where))
     frames = []
     for k, job in enumerate(jobs):
       image = self.source_image(job.index)
       if k in faces:
         blending.paste(image, self._boxes[src[k]], faces[k], hard=opts.hard_paste,
-                       color_match=opts.color_match)
+                       color_match=opts.color_match, mouth=mouths.get(k))
       frames.append(StreamFrame(job.index, job.index / self.fps, image, job.audio,
                                 k in faces, silence=job.silence))
     return frames

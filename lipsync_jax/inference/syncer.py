@@ -278,6 +278,14 @@ class LipSyncer:
                                 pad_to_batch(np.stack(crops), self.batch_size))
     return np.asarray(out)[:n]
 
+  def paste_mouths(self, windows: np.ndarray) -> np.ndarray | None:
+    """Where to paste the faces `generate_faces` made from `windows`:
+    (n, N, 2) lip points in crop units per frame (`blending.paste`'s
+    `mouth`), or None for the whole lower face. The pixel generators do not
+    know where they drew the mouth: None."""
+    del windows
+    return None
+
   # --- face track -----------------------------------------------------------
 
   def _cache_path(self, face: FaceInput) -> pathlib.Path | None:
@@ -530,13 +538,14 @@ class LipSyncer:
       feats = None  # the still face's encoder features
       while (chunk := to_gen.get()) is not END:
         frames, boxes, crops, rows = chunk
-        out = None
+        out = mouths = None
         if crops:
           with timer("generate"):
             if still and feats is None:
               feats = self.encode_still(self.variables, crops[0][None])
             out = self.generate_faces(windows[np.asarray(rows)], crops, feats)
-        to_paste.put((frames, boxes, out))
+            mouths = self.paste_mouths(windows[np.asarray(rows)])
+        to_paste.put((frames, boxes, out, mouths))
       to_paste.put(END)
 
     producer = StageThread(produce, abort, "lipsync-decode")
@@ -549,7 +558,7 @@ class LipSyncer:
     try:
       with video_lib.VideoWriter(outfile, fps, size[0], size[1], audio=audio) as writer:
         while (chunk := to_paste.get()) is not END:
-          frames, boxes, out = chunk
+          frames, boxes, out, mouths = chunk
           k = 0
           for frame, box in zip(frames, boxes):
             if box is None:
@@ -558,7 +567,8 @@ class LipSyncer:
               with timer("paste"):
                 frame = np.array(frame)  # spilled/static frames may be shared
                 blending.paste(frame, box, out[k], hard=opts.hard_paste,
-                               color_match=opts.color_match)
+                               color_match=opts.color_match,
+                               mouth=None if mouths is None else mouths[k])
               k += 1
             with timer("encode"):
               writer.write(frame)

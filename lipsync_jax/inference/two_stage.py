@@ -48,7 +48,9 @@ from lipsync_jax.models import audio_to_lips
 
 NUM_POINTS = audio_to_lips.NUM_POINTS
 LIP_SMOOTHING = True
-ROW = 2 * NUM_POINTS + 2   # a frame's renderer input: its lips, its references' key and slot
+# A frame's row: the lips to draw, the input frame's own lips (where the
+# mouth paste must cover), then its reference's key and slot.
+ROW = 4 * NUM_POINTS + 2
 FRAME_REFERENCE = -1       # the key of "each frame is its own reference"
 MAX_REFERENCES = 4         # face inputs whose rest crops are kept
 
@@ -108,12 +110,22 @@ def _smooth(seq: np.ndarray) -> np.ndarray:
   return 0.25 * seq[:-2] + 0.5 * seq[1:-1] + 0.25 * seq[2:]
 
 
-def renderer_rows(lips: np.ndarray, key: int, slots) -> np.ndarray:
-  """(n, 40, 2) lips of n frames, their references' key and (n,) slots ->
-  (n, ROW) float32 renderer rows: the lips, then the key and the slot."""
+def renderer_rows(lips: np.ndarray, key: int, slots, own: np.ndarray | None = None
+                  ) -> np.ndarray:
+  """(n, 40, 2) lips to draw on n frames, their references' key and (n,)
+  slots, and (n, 40, 2) the frames' own lips (None: the lips drawn) ->
+  (n, ROW) float32 rows: the lips, the own lips, the key and the slot."""
   lips = np.asarray(lips, np.float32).reshape(len(lips), -1)
-  return np.concatenate([lips, np.full((len(lips), 1), key, np.float32),
+  own = lips if own is None else np.asarray(own, np.float32).reshape(len(lips), -1)
+  return np.concatenate([lips, own, np.full((len(lips), 1), key, np.float32),
                          np.asarray(slots, np.float32).reshape(-1, 1)], axis=1)
+
+
+def own_lips(lips: np.ndarray, valid: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+  """(n, 40, 2) FaceMesh lips of a face input's frames, (n,) their validity
+  and (n, 40, 2) neutral lips -> the frames' own lips, the neutral ones
+  where FaceMesh found none."""
+  return np.where(np.asarray(valid, bool)[:, None, None], lips, neutral).astype(np.float32)
 
 
 def frame_neutral(neutral: np.ndarray, frames) -> np.ndarray:
@@ -198,6 +210,7 @@ class TwoStageSyncer(LipSyncer):
     references' key and slot, `references`), `crops` (n, S, S, 3) uint8."""
     del feats
     windows = np.asarray(windows, np.float32)
+    lips = windows[:, :2 * NUM_POINTS]
     crops = np.stack(crops)
     keys = {int(k) for k in windows[:, -2]}
     if len(keys) != 1:
@@ -206,10 +219,18 @@ class TwoStageSyncer(LipSyncer):
     references = (crops if key == FRAME_REFERENCE else
                   self._references[key][windows[:, -1].astype(np.int64)])
     out = self.generate_batch(self.variables,
-                              pad_to_batch(windows[:, :-2], self.batch_size),
+                              pad_to_batch(lips, self.batch_size),
                               pad_to_batch(crops, self.batch_size),
                               pad_to_batch(np.asarray(references), self.batch_size))
     return np.asarray(out)[:len(windows)]
+
+  def paste_mouths(self, windows: np.ndarray) -> np.ndarray | None:
+    """(n, ROW) rows -> (n, 80, 2): for each frame, the lips drawn and the
+    frame's own, which the paste must cover (`blending.mouth_mask`); None
+    when `options.mouth_paste` is off."""
+    if not self.options.mouth_paste or self.options.hard_paste:
+      return None
+    return np.asarray(windows, np.float32)[:, :4 * NUM_POINTS].reshape(len(windows), -1, 2)
 
   def references(self, crops: list, lips: np.ndarray, valid: np.ndarray
                  ) -> tuple[int, np.ndarray]:
@@ -303,12 +324,14 @@ class TwoStageSyncer(LipSyncer):
     key, slots = self.references(crops, lips, valid)
     del crops
     neutral = audio_to_lips.neutral_lips(lips, valid)
+    own = own_lips(lips, valid, neutral)
     if job.face.image is not None:
-      neutral, slots = neutral[:1], slots[:1]
+      neutral, own, slots = neutral[:1], own[:1], slots[:1]
     if job.mel is None:
       raise InferenceError("internal error: the job has no mel (prepare() sets it)")
     src = [ping_pong_index(j, len(neutral)) for j in range(job.frames)]
-    return renderer_rows(self.lips_for(job.mel, neutral[src], job.face.fps), key, slots[src])
+    return renderer_rows(self.lips_for(job.mel, neutral[src], job.face.fps), key, slots[src],
+                         own[src])
 
   # --- streaming -------------------------------------------------------------
 
@@ -317,8 +340,9 @@ class TwoStageSyncer(LipSyncer):
     crops are `crops` ((S, S, 3) uint8, None: no face): measures the face's
     neutral lips once (a one-line InferenceError if it has none)."""
     lips, valid = self.face_lips(crops, path)
-    return StreamLips(self, audio_to_lips.neutral_lips(lips, valid),
-                      *self.references(crops, lips, valid))
+    neutral = audio_to_lips.neutral_lips(lips, valid)
+    return StreamLips(self, neutral, *self.references(crops, lips, valid),
+                      own=own_lips(lips, valid, neutral))
 
 
 class StreamLips:
@@ -338,12 +362,16 @@ class StreamLips:
     neutral: (n_src, 40, 2) the face input's neutral lips per frame.
     key, slots: the renderer's references for this face input's frames
       (`TwoStageSyncer.references`), appended to each frame's row.
+    own: (n_src, 40, 2) the face input's own lips per frame (where the
+      mouth paste must cover; default: the neutral lips).
   """
 
   def __init__(self, syncer: TwoStageSyncer, neutral: np.ndarray,
-               key: int = FRAME_REFERENCE, slots: np.ndarray | None = None):
+               key: int = FRAME_REFERENCE, slots: np.ndarray | None = None,
+               own: np.ndarray | None = None):
     self.syncer = syncer
     self.neutral = np.asarray(neutral, np.float32)
+    self.own = self.neutral if own is None else np.asarray(own, np.float32)
     self.key = key
     self.slots = np.zeros(len(self.neutral), np.int64) if slots is None else slots
     self.before = audio_to_lips.CONTEXT_BEFORE
@@ -387,5 +415,5 @@ class StreamLips:
 
   def _row(self, lips: np.ndarray, index: int) -> np.ndarray:
     """(40, 2) lips of output frame `index` -> its (ROW,) renderer row."""
-    slot = self.slots[ping_pong_index(int(index), len(self.slots))]
-    return renderer_rows(lips[None], self.key, [slot])[0]
+    src = ping_pong_index(int(index), len(self.slots))
+    return renderer_rows(lips[None], self.key, [self.slots[src]], self.own[src][None])[0]

@@ -15,6 +15,12 @@ reference rather than the untouched original. Here the default paste
 
 `hard=True` reproduces upstream's paste for comparisons.
 
+A generator that knows where the mouth is (the two-stage model draws the lips
+it is given) can narrow the paste to the mouth (`mouth_mask`): the input's
+own skin, folds and jaw line then stay untouched, and only the region the
+new mouth needs is re-drawn. The soft paste upscales the crop bicubically
+(bilinear, upstream's choice, blurs a 96 px crop blown up to a 250 px box).
+
 All images are BGR uint8 (H, W, 3) on the host; masks are float32 in [0, 1].
 """
 
@@ -34,6 +40,11 @@ MASK_TOP_FULL = 0.62   # ... and reaches 1 at this row
 MASK_BOTTOM_FULL = 0.86
 MASK_SIDE = 0.04       # 0 within this fraction of the left/right edges ...
 MASK_SIDE_FULL = 0.20  # ... and 1 inside this fraction
+
+# Mouth mask geometry, as fractions of the mouth's width (`mouth_mask`).
+MOUTH_MARGIN = 0.3     # the mask reaches this far beyond the lips ...
+MOUTH_CHIN = 0.3       # ... and this much further down, where the jaw drops
+MOUTH_FEATHER = 0.1    # the Gaussian feather's sigma
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -57,6 +68,31 @@ def lower_face_mask(size: int = 96) -> np.ndarray:
   mask = np.outer(vertical, horizontal).astype(np.float32)
   mask.setflags(write=False)
   return mask
+
+
+def mouth_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Soft mask (height, width) float32 in [0, 1] over a mouth.
+
+  Args:
+    points: (N, 2) lip points (x, y) in crop units ([0, 1] of the crop), e.g.
+      the lips a generator drew and the input frame's own, so that neither
+      mouth shows outside the mask.
+    width, height: the mask's size in pixels (the face box's).
+
+  The convex hull of the points and of the same points moved down by
+  `MOUTH_CHIN` mouth widths (where the chin goes when the jaw drops), grown
+  by `MOUTH_MARGIN` widths, then feathered by a Gaussian of `MOUTH_FEATHER`
+  widths: 1 over the mouth, 0 a few mouth-widths away. The mouth's width is
+  the points' horizontal extent.
+  """
+  pts = np.asarray(points, np.float32).reshape(-1, 2) * np.float32([width, height])
+  w = max(float(np.ptp(pts[:, 0])), 2.0)
+  both = np.concatenate([pts, pts + np.float32([0.0, MOUTH_CHIN * w])])
+  mask = np.zeros((height, width), np.uint8)
+  cv2.fillConvexPoly(mask, np.round(cv2.convexHull(both)).astype(np.int32), 1)
+  k = max(1, int(round(MOUTH_MARGIN * w)))
+  mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+  return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.5, MOUTH_FEATHER * w))
 
 
 def seam_weights(mask: np.ndarray) -> np.ndarray:
@@ -98,7 +134,7 @@ def clip_box(box, frame_shape) -> Box | None:
 
 
 def paste(frame: np.ndarray, box, face: np.ndarray, *, hard: bool = False,
-          color_match: bool = True) -> np.ndarray:
+          color_match: bool = True, mouth: np.ndarray | None = None) -> np.ndarray:
   """Pastes a generated face crop into `frame` in place and returns `frame`.
 
   Args:
@@ -107,20 +143,23 @@ def paste(frame: np.ndarray, box, face: np.ndarray, *, hard: bool = False,
     face: (S, S, 3) uint8 BGR generated crop (S = 96 for the generators).
     hard: overwrite the whole box as upstream does (no mask, no colour match).
     color_match: match the generated colours to the frame along the seam.
+    mouth: (N, 2) lip points in crop units: paste only around them
+      (`mouth_mask`, within the lower-face mask). None: the lower face.
   """
   b = clip_box(box, frame.shape)
   if b is None:
     return frame
   x1, y1, x2, y2 = b
   bw, bh = x2 - x1, y2 - y1
-  resized = cv2.resize(face, (bw, bh), interpolation=cv2.INTER_LINEAR)
   if hard:
-    frame[y1:y2, x1:x2] = resized
+    frame[y1:y2, x1:x2] = cv2.resize(face, (bw, bh), interpolation=cv2.INTER_LINEAR)
     return frame
   mask = cv2.resize(lower_face_mask(face.shape[0]), (bw, bh),
                     interpolation=cv2.INTER_LINEAR)
+  if mouth is not None:
+    mask = mask * mouth_mask(mouth, bw, bh)
   region = frame[y1:y2, x1:x2].astype(np.float32)
-  gen = resized.astype(np.float32)
+  gen = cv2.resize(face, (bw, bh), interpolation=cv2.INTER_CUBIC).astype(np.float32)
   if color_match:
     gen = match_color(gen, region, seam_weights(mask))
   m = mask[..., None]
