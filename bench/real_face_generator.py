@@ -62,6 +62,13 @@ RECON_CROP = 256  # face crops the reconstruction scores are taken on
 LIPS_BOX = (slice(144, 224), slice(64, 192))
 
 
+def lips_box_text() -> str:
+  """`LIPS_BOX` in words, for the tables that print its scores."""
+  rows, cols = LIPS_BOX
+  return (f"rows {rows.start}-{rows.stop - 1} and columns {cols.start}-{cols.stop - 1} of the "
+          f"{RECON_CROP} px face crop: the lips and the skin around them")
+
+
 def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path],
                    detector) -> dict[str, dict[str, float]]:
   """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
@@ -83,8 +90,8 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
     tracks[face.stem] = face_crops.face_track(str(face), detector)
     sources[face.stem] = face_crops.crops_along(str(face), tracks[face.stem],
                                                 RECON_CROP)[:, half:]
-  lips_rows, lips_cols = LIPS_BOX[0], LIPS_BOX[1]
-  lips_rows = slice(lips_rows.start - half, lips_rows.stop - half)   # in the lower half
+  box_rows, lips_cols = LIPS_BOX
+  lips_rows = slice(box_rows.start - half, box_rows.stop - half)   # in the lower half
   out: dict[str, dict[str, float]] = {"source": {
       "sharpness": float(np.mean(np.concatenate(
           [metrics.laplacian_variance(c) for c in sources.values()]))),

@@ -65,7 +65,6 @@ LONG_SPEECH = {"librivox": (tuple(f"librivox_pocketsphinx/{s}" for s in SPEECH),
                "zozo": (("geneface/zozo.wav",), 0.0)}
 FACE_CROP = 128
 GRID_CROP = 256   # mouth_grid.png: the lower halves of 256 px face crops
-LIPS_BOX_TEXT = "rows 144-223 and columns 64-191 of the 256 px face crop: the lips and the skin around them"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,7 +436,8 @@ def main(argv=None) -> int:
           f"{o['sharpness']:.0f} | {o['chroma_noise']:.2f} |")
     print(f"| source | | | | {s['sharpness']:.0f} | {s['chroma_noise']:.2f} |")
     if "lips_psnr" in o:
-      print(f"\nThe lips box alone ({LIPS_BOX_TEXT}):")
+      import real_face_generator  # pylint: disable=import-error
+      print(f"\nThe lips box alone ({real_face_generator.lips_box_text()}):")
       print("| | PSNR | SSIM | LPIPS | sharpness |")
       print("|---|---|---|---|---|")
       print(f"| ours | {o['lips_psnr']:.2f} | {o['lips_ssim']:.3f} | {o['lips_lpips']:.3f} | "

@@ -543,8 +543,9 @@ class LipSyncer:
           with timer("generate"):
             if still and feats is None:
               feats = self.encode_still(self.variables, crops[0][None])
-            out = self.generate_faces(windows[np.asarray(rows)], crops, feats)
-            mouths = self.paste_mouths(windows[np.asarray(rows)])
+            chunk_windows = windows[np.asarray(rows)]
+            out = self.generate_faces(chunk_windows, crops, feats)
+            mouths = self.paste_mouths(chunk_windows)
         to_paste.put((frames, boxes, out, mouths))
       to_paste.put(END)
 
