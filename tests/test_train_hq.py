@@ -1,5 +1,5 @@
 """High-resolution training (192 px faces): the data's face size, exact
-resume, the exported model at its size (the 1-vs-8-device check is in
+resume, the exported model at its size (the 1-device-vs-mesh check is in
 test_train_sharding)."""
 
 from __future__ import annotations

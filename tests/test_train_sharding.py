@@ -1,4 +1,4 @@
-"""The same global batch gives the same step on 1 device and on an 8-device mesh."""
+"""The same global batch gives the same step on 1 device and on a multi-device mesh."""
 
 from __future__ import annotations
 
@@ -99,17 +99,23 @@ pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 # conv biases that feed a BatchNorm become +-lr updates whose sign depends on
 # the summation order. The metrics of the second step still check the whole
 # update path through the real loss.
+#
+# The two base models run on all 8 simulated devices (one sample each, a data
+# and a model axis). The variants run on 2: the same data-parallel contract
+# (sharded batch, global BatchNorm, all-reduced gradients) over a mesh, at
+# about 60% of the time: 8 simulated devices on a 2-core machine ran the
+# 192 px step 5x slower than 1 device, 2 devices 1.5x (2026-12-07).
 @pytest.mark.slow
-@pytest.mark.parametrize("name,make_batch,model_axis", [
-    ("syncnet", syncnet_batch, 2),    # 4 x 2 mesh: data and model axes
-    ("wav2lip", generator_batch, 1),  # 8 x 1 mesh: G + sync + fused D step
+@pytest.mark.parametrize("name,make_batch,devices,model_axis", [
+    ("syncnet", syncnet_batch, 8, 2),    # 4 x 2 mesh: data and model axes
+    ("wav2lip", generator_batch, 8, 1),  # 8 x 1 mesh: G + sync + fused D step
     # Variants: two decoding paths, memory, lip encoder, dropout; TCN + AUs.
-    ("synctalkface", synctalkface_batch, 1),
-    ("au_tcn", au_tcn_batch, 1),
+    ("synctalkface", synctalkface_batch, 2, 1),
+    ("au_tcn", au_tcn_batch, 2, 1),
     # High resolution: 192 px faces, the expert on resized frames.
-    ("lpips_attnwav2lip:hq192_tiny", hq192_batch, 1),
+    ("lpips_attnwav2lip:hq192_tiny", hq192_batch, 2, 1),
 ])
-def test_one_vs_eight_devices(name, make_batch, model_axis):
+def test_one_device_vs_a_mesh(name, make_batch, devices, model_axis):
   name, _, arg = name.partition(":")
   config = load_config(name, arg or "tiny")
   config.data_dir = "unused"
@@ -138,25 +144,25 @@ def test_one_vs_eight_devices(name, make_batch, model_axis):
     config.data.options.with_aus = False
   batch = make_batch(8)
   h1, s1, init = run_steps(config, sharding_lib.make_mesh(1), batch)
-  h8, s8, st8 = run_steps(config, sharding_lib.make_mesh(8, model_axis=model_axis), batch)
-  # The 8-device state really is laid out over the 8-device mesh.
-  leaves = jax.tree_util.tree_leaves(st8.params)
-  assert all(len(x.sharding.device_set) == 8 for x in leaves)
+  hm, sm, stm = run_steps(config, sharding_lib.make_mesh(devices, model_axis=model_axis), batch)
+  # The mesh's state really is laid out over all of its devices.
+  leaves = jax.tree_util.tree_leaves(stm.params)
+  assert all(len(x.sharding.device_set) == devices for x in leaves)
   if model_axis > 1:
     assert any("model" in tuple(x.sharding.spec) for x in leaves)
-  assert h1[0].keys() == h8[0].keys()
-  for m1, m8 in zip(h1, h8):
+  assert h1[0].keys() == hm[0].keys()
+  for m1, mm in zip(h1, hm):
     for k in m1:
       # The gradient norm is a diagnostic summed over every gradient, whose
       # BN-through-global-batch terms are reduced in a different order on 8
       # devices (seen: 7e-5 relative); the losses and the updated params are
       # the contract and are held to 1e-5.
       tol = 1e-3 if k == "grad_norm" else 1e-5
-      assert abs(m1[k] - m8[k]) <= tol * max(1.0, abs(m1[k])), (k, m1[k], m8[k])
+      assert abs(m1[k] - mm[k]) <= tol * max(1.0, abs(m1[k])), (k, m1[k], mm[k])
   assert h1[1]["loss"] != h1[0]["loss"]
   for key in ("params", "batch_stats", "d_params", "sync_weight", "step"):
     if key in s1:
-      assert_close_trees(s1[key], s8[key], 1e-5)
+      assert_close_trees(s1[key], sm[key], 1e-5)
   # The steps did move the params (the comparison is not vacuous).
   moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
            for a, b in zip(jax.tree_util.tree_leaves(init),
