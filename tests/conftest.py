@@ -43,7 +43,7 @@ def shared_dir() -> pathlib.Path:
 # a fresh-clone CI on a 2-core AVX-512 EPYC, 2026-12-03, both workers busy).
 LONGEST_FILES_FIRST = (
     "test_demo.py",              # the quick demo, ~700
-    "test_train_sharding.py",    # five models on 1 device vs a mesh, ~490
+    "test_train_sharding.py",    # five models, 1 device vs a mesh, ~590
     "test_train_variants.py",    # SyncTalkFace, AU-TCN train + resume, ~550
     "test_two_stage.py",         # both stages train + resume, the built-in model, ~300
     "test_train_hq.py",          # ~180
