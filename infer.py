@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--lower-face-paste", action="store_true",
                  help="two-stage models: paste the whole lower face, as the pixel generators "
                       "do (default: only around the mouth, keeping the input's own skin)")
+  p.add_argument("--lip-smoothing", action="store_true",
+                 help="two-stage models: smooth the predicted lips over +-1 frame ([1, 2, 1]; "
+                      "damps fast mouth motion, about 15%% of the amplitude the lip gain was "
+                      "calibrated for, and a stream waits one frame more)")
   p.add_argument("--cache-dir", default=None,
                  help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
   p.add_argument("--no-cache", action="store_true",
@@ -195,7 +199,8 @@ def _options(args, batch_size: int):
       batch_size=batch_size if args.batch_size is None else args.batch_size,
       static=args.static, hard_paste=args.hard_paste, detector=args.detector,
       box_cache=not args.no_cache, cache_dir=args.cache_dir, lip_gain=args.lip_gain,
-      reference=args.reference, mouth_paste=not args.lower_face_paste)
+      reference=args.reference, mouth_paste=not args.lower_face_paste,
+      lip_smoothing=args.lip_smoothing)
 
 
 def _load_syncer(args, options, make_syncer=None):

@@ -89,7 +89,8 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
 
   Returns {"lip_gain", "ratios" {gain: median ratio}, "stage1_ratio" (stage
   1's own opening amplitude over the natural one, no renderer), "clips",
-  "data"}. Raises TwoStageError when `data` has fewer than 4 usable clips.
+  "reference", "lip_smoothing" (False: `infer.py`'s default, the lips
+  unsmoothed; smoothing them takes about 15% off their amplitude), "data"}. Raises TwoStageError when `data` has fewer than 4 usable clips.
   """
   from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
   from lipsync_jax.inference import two_stage as ts  # pylint: disable=import-outside-toplevel
@@ -136,7 +137,8 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
     raise TwoStageError(f"FaceMesh finds no lips on the faces {path} renders from {data}")
   return {"lip_gain": round(crossing_gain(med), 2), "ratios": {str(g): round(r, 3) for g, r in med.items()},
           "stage1_ratio": round(float(np.median(stage1)), 3), "clips": len(stage1),
-          "reference": reference, "data": str(data)}
+          "reference": reference, "lip_smoothing": syncer.options.lip_smoothing,
+          "data": str(data)}
 
 
 # On GRID s1 (720 sentences) the renderer at 1,200 steps reached 34.3 dB face

@@ -1,8 +1,8 @@
 """The two-stage model (the built-in one) in the streaming engine.
 
-Its stage 1 runs per micro-batch as each frame's mel context completes and
-its [1, 2, 1] lip smoothing holds each frame back one frame (`StreamLips`),
-so a stream gives the offline run's frames. The model tests use the shipped
+Its stage 1 runs per micro-batch as each frame's mel context completes
+(`StreamLips`; with `--lip-smoothing` its [1, 2, 1] smoothing holds each
+frame back one frame), so a stream gives the offline run's frames. The model tests use the shipped
 model on a real face (a VoxCeleb2 frame, and 10 frames of the clip) from
 ../shared and real speech; no timing is asserted.
 """
@@ -46,8 +46,18 @@ def test_lip_smoothing_in_pieces_is_the_whole_track_smoothed():
   assert len(one.finish()) == 0   # finish starts a new track
 
 
-def test_two_stage_lookahead_is_one_frame_more_than_wav2lips():
-  # Frame i waits for frame i + 1's window: 640 samples more at worst.
+def test_lip_smoothing_off_passes_every_frame_at_once():
+  rng = np.random.default_rng(0)
+  track = rng.normal(size=(9, 40, 2)).astype(np.float32)
+  smoother = two_stage_syncer.LipSmoother(enabled=False)
+  np.testing.assert_array_equal(smoother.push(track[:4]), track[:4])   # nothing held back
+  np.testing.assert_array_equal(smoother.push(track[4:]), track[4:])
+  assert len(smoother.finish()) == 0
+
+
+def test_two_stage_lookahead_with_lip_smoothing_is_one_frame_more_than_wav2lips():
+  # With --lip-smoothing, frame i waits for frame i + 1's window: 640
+  # samples more at worst. Without it, Wav2Lip's look-ahead.
   assert stream_lib.lookahead_seconds(FPS, extra_frames=1) == 4041 / 16000
   assert stream_lib.lookahead_seconds(FPS) == 3401 / 16000
 
@@ -110,13 +120,19 @@ def test_builtin_model_streams_its_offline_frames(builtin, real_faces, speech, t
 
 
 @pytest.mark.slow
-def test_builtin_model_frames_wait_one_frame_and_silence_is_a_still_closed_mouth(
-    builtin, real_faces, speech, monkeypatch):
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_builtin_model_frames_wait_for_their_window_and_silence_is_a_still_closed_mouth(
+    builtin, real_faces, speech, monkeypatch, smoothing):
   """20 ms chunks of 1 s of speech then 2 s of digital silence: frame i is
-  out once frame i + 1's mel window is complete; in the silence the lips
-  the renderer gets stay at the face's rest shape (the inner lips closed as
-  at rest) and the mouth does not move, while in the speech it does."""
+  out once its mel window is complete (with lip smoothing, frame i + 1's);
+  in the silence the lips the renderer gets stay at the face's rest shape
+  (the inner lips closed as at rest) and the mouth does not move, while in
+  the speech it does."""
+  import dataclasses
   from lipsync_jax.vision import lip_landmarks
+  monkeypatch.setattr(builtin, "options",
+                      dataclasses.replace(builtin.options, lip_smoothing=smoothing))
+  wait = int(smoothing)
   pcm = np.concatenate([speech[:16000], np.zeros(32000, np.int16)])
   rows = []
   generate = builtin.generate_faces
@@ -133,11 +149,12 @@ def test_builtin_model_frames_wait_one_frame_and_silence_is_a_still_closed_mouth
     for end in range(320, len(pcm) + 1, 320):
       got += [(f, end) for f in session.push(pcm[end - 320:end])]
     tail = session.end()
-  for f, end in got:  # frame i + 1's window reaches sample 200 int(3.2 (i + 1)) + 3400
-    need = 200 * int(3.2 * (f.index + 1)) + 3400
+  for f, end in got:  # frame k's window reaches sample 200 int(3.2 k) + 3400
+    need = 200 * int(3.2 * (f.index + wait)) + 3400
     assert end - 320 <= need < end
   frames = [f for f, _ in got] + tail
-  assert [f.index for f in frames] == list(range(75)) and len(tail) == 6
+  # Frames 70-74 need audio past the end (frame 69 too when it waits for 70).
+  assert [f.index for f in frames] == list(range(75)) and len(tail) == 5 + wait
   lips = np.stack(rows)
   gap = lip_landmarks.inner_gap(lips) - lip_landmarks.inner_gap(rest[None])
   silent, spoken = slice(40, 70), slice(3, 22)   # past the 0.2 s context; before it

@@ -503,6 +503,7 @@ def test_calibrate_measures_rendered_openings_that_grow_with_the_gain(shared_dir
   ratios = {float(g): r for g, r in result["ratios"].items()}
   print(f"\ncalibration on 3 GRID clips: {result}")
   assert result["clips"] == 6 and result["reference"] == "rest"
+  assert result["lip_smoothing"] is False   # infer.py's default
   assert ratios[1.0] < ratios[2.0] < ratios[4.0]
   assert 0.1 < result["stage1_ratio"] < 1.0
   assert result["lip_gain"] == pytest.approx(two_stage.crossing_gain(ratios), abs=0.01)

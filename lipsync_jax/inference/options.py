@@ -73,6 +73,10 @@ class InferenceOptions:
       `blending.mouth_mask`), keeping the input's own skin, folds and jaw
       line elsewhere. False pastes the whole lower face, as the pixel
       generators do. Ignored with `hard_paste`.
+    lip_smoothing: two-stage models only: smooth stage 1's lips over +-1
+      frame ([1, 2, 1] / 4). Off by default: it takes out fast mouth motion
+      that follows the speech (docs/two_stage.md), and a stream waits one
+      frame more for it.
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1
@@ -94,6 +98,7 @@ class InferenceOptions:
   lip_gain: float | None = None
   reference: str = "rest"
   mouth_paste: bool = True
+  lip_smoothing: bool = False
 
   def validate(self) -> None:
     if len(self.pads) != 4:

@@ -13,8 +13,9 @@ their cache, the threads, pasting and encoding. What differs:
   lips FaceMesh cannot find is a one-line error.
 * Stage 1 runs over the whole utterance first (`lips_for`): each output
   frame's mel context (80 x C columns around it) and the neutral lips of the
-  source frame it is drawn on give its lips, smoothed over +-1 frame. They
-  are the generator's per-frame input (`_frame_inputs`).
+  source frame it is drawn on give its lips (smoothed over +-1 frame with
+  `options.lip_smoothing`). They are the generator's per-frame input
+  (`_frame_inputs`).
 * Stage 2, jitted per batch: faces = lip_renderer(lips, masked crop +
   reference). The reference is each frame's nearest closed-mouth frame of
   the face input (`options.reference` "rest", `audio_to_lips.rest_frames`),
@@ -27,9 +28,10 @@ Streaming (`LipSyncer.stream`, `inference.stream`): the face's neutral lips
 are measured once, when the stream prepares its face (`stream_lips`), and
 `StreamLips` runs stage 1 on each frame as soon as its mel context is
 complete (the same look-ahead as Wav2Lip's window), through the same
-`predict_lips` and `LipSmoother` as `lips_for`. The smoothing is symmetric,
-so a frame's lips are final once the next frame's are known: streaming adds
-one frame (40 ms at 25 fps) to the look-ahead, and gives the offline lips.
+`predict_lips` and `LipSmoother` as `lips_for`, so a stream gives the
+offline lips. With `options.lip_smoothing` a frame's lips are final only
+once the next frame's are known: streaming then adds one frame (40 ms at 25
+fps) to the look-ahead.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from lipsync_jax.inference.syncer import (FaceTrack, LipSyncer, faces_to_u8, mas
 from lipsync_jax.models import audio_to_lips
 
 NUM_POINTS = audio_to_lips.NUM_POINTS
-LIP_SMOOTHING = True
 # A frame's row: the lips to draw, the input frame's own lips (where the
 # mouth paste must cover), then its reference's key and slot.
 ROW = 4 * NUM_POINTS + 2
@@ -70,24 +71,29 @@ def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions |
 
 
 class LipSmoother:
-  """The [1, 2, 1] / 4 smoothing of a lip track over time (`LIP_SMOOTHING`),
-  fed in pieces: the first and last frames are repeated past the ends.
+  """The [1, 2, 1] / 4 smoothing of a lip track over time
+  (`InferenceOptions.lip_smoothing`), fed in pieces: the first and last
+  frames are repeated past the ends.
 
-  Symmetric, so it moves no lip in time; per-frame predictions jitter by a
-  fraction of a pixel. A frame's smoothed lips need the next frame's: `push`
-  returns all but the newest frame pushed so far, `finish` that one. The
-  whole track in one `push` + `finish` is `lips_for`'s smoothing; the same
-  track in any pieces gives the same numbers.
+  Symmetric, so it moves no lip in time. It is off by default: it takes out
+  the fast frame-to-frame motion along with stage 1's sub-pixel jitter, and
+  the renderer draws that motion (docs/two_stage.md, "The lips unsmoothed").
+  A frame's smoothed lips need the next frame's: `push` returns all but the
+  newest frame pushed so far, `finish` that one. The whole track in one
+  `push` + `finish` is `lips_for`'s smoothing; the same track in any pieces
+  gives the same numbers. With `enabled` False, `push` returns its frames
+  as they are, at once.
   """
 
-  def __init__(self):
+  def __init__(self, enabled: bool = True):
+    self.enabled = bool(enabled)
     self._tail: np.ndarray | None = None   # (<= 2, 40, 2): the last frames pushed
 
   def push(self, lips: np.ndarray) -> np.ndarray:
     """(k, 40, 2) the next frames' lips -> (m, 40, 2) smoothed lips of the
     frames now final (m = k - 1 on the first push, k after it)."""
     lips = np.asarray(lips, np.float32)
-    if not LIP_SMOOTHING or not len(lips):
+    if not self.enabled or not len(lips):
       return lips
     # The first push: frame -1 repeats frame 0.
     seq = np.concatenate([lips[:1] if self._tail is None else self._tail, lips])
@@ -97,7 +103,7 @@ class LipSmoother:
   def finish(self) -> np.ndarray:
     """(0 or 1, 40, 2): the last frame's smoothed lips (frame n repeats
     frame n - 1); starts a new track."""
-    if self._tail is None or not LIP_SMOOTHING:
+    if self._tail is None or not self.enabled:
       self._tail = None
       return np.zeros((0, NUM_POINTS, 2), np.float32)
     seq = np.concatenate([self._tail, self._tail[-1:]])
@@ -306,11 +312,12 @@ class TwoStageSyncer(LipSyncer):
                first_frame: int = 0) -> np.ndarray:
     """Stage 1 over a whole utterance: (80, M) mel + (n, 40, 2) neutral lips
     of the n output frames (frames first_frame.. of the mel's timeline) ->
-    (n, 40, 2) lips, smoothed over time (`LipSmoother`)."""
+    (n, 40, 2) lips (smoothed over time with `options.lip_smoothing`,
+    `LipSmoother`)."""
     from lipsync_jax.data import sources  # pylint: disable=import-outside-toplevel
     starts = sources.mel_starts(first_frame + np.arange(len(neutral)), fps)
     ctx = audio_to_lips.mel_context(mel, starts, self.context)
-    smoother = LipSmoother()
+    smoother = LipSmoother(self.options.lip_smoothing)
     lips = self.predict_lips(ctx, neutral, 256)
     return np.concatenate([smoother.push(lips), smoother.finish()])
 
@@ -353,8 +360,9 @@ class StreamLips:
   [s - `before`, s - `before` + `columns`) of the utterance's mel around
   the frame's Wav2Lip window start s, is complete (`context`): that is the
   Wav2Lip window's own look-ahead. `push` runs stage 1 on those frames
-  (micro-batches of the syncer's batch size) and smooths (`LipSmoother`), so
-  it returns each frame one frame later, with its final lips; `finish`
+  (micro-batches of the syncer's batch size) and returns their lips at once;
+  with `options.lip_smoothing` it smooths them (`LipSmoother`), so it
+  returns each frame one frame later, with its final lips, and `finish`
   returns the utterance's last one.
 
   Attributes:
@@ -376,7 +384,7 @@ class StreamLips:
     self.slots = np.zeros(len(self.neutral), np.int64) if slots is None else slots
     self.before = audio_to_lips.CONTEXT_BEFORE
     self.columns = syncer.context
-    self._smoother = LipSmoother()
+    self._smoother = LipSmoother(syncer.options.lip_smoothing)
     self._held: list = []   # the frames pushed whose lips are not final yet
 
   def context(self, cols: np.ndarray, starts) -> np.ndarray:
