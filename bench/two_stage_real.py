@@ -227,16 +227,16 @@ def drive(syncer, judges, faces: list, speeches_for, out: pathlib.Path,
   import tqdm
   rows, sources = [], {}
   for i, face in enumerate(tqdm.tqdm(faces, desc="unseen faces", unit="face")):
-    sources[face.stem] = judges.score(face, judges.source(face))
+    source = judges.source(face)
+    sources[face.stem] = judges.score(face, source)
     for s in speeches_for(i):
       target = out / f"{face.stem}__{tag(s)}.mp4"
       if not target.is_file():
         syncer.run(face, s, target)
       seen = judges.read(target)
       rows.append(dict(judges.score(target, seen), face=face.stem, speech=tag(s),
-                       **judges.chance(judges.source(face), target, seen),
-                       **(judges.energy_along_source(target, judges.source(face))
-                          if along_source else {})))
+                       **judges.chance(source, target, seen),
+                       **(judges.energy_along_source(target, source) if along_source else {})))
   return rows, sources
 
 

@@ -90,7 +90,8 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
   Returns {"lip_gain", "ratios" {gain: median ratio}, "stage1_ratio" (stage
   1's own opening amplitude over the natural one, no renderer), "clips",
   "reference", "lip_smoothing" (False: `infer.py`'s default, the lips
-  unsmoothed; smoothing them takes about 15% off their amplitude), "data"}. Raises TwoStageError when `data` has fewer than 4 usable clips.
+  unsmoothed; smoothing them takes about 15% off their amplitude), "data"}.
+  Raises TwoStageError when `data` has fewer than 4 usable clips.
   """
   from lipsync_jax.data import format as fmt  # pylint: disable=import-outside-toplevel
   from lipsync_jax.inference import two_stage as ts  # pylint: disable=import-outside-toplevel

@@ -2,9 +2,9 @@
 
 Its stage 1 runs per micro-batch as each frame's mel context completes
 (`StreamLips`; with `--lip-smoothing` its [1, 2, 1] smoothing holds each
-frame back one frame), so a stream gives the offline run's frames. The model tests use the shipped
-model on a real face (a VoxCeleb2 frame, and 10 frames of the clip) from
-../shared and real speech; no timing is asserted.
+frame back one frame), so a stream gives the offline run's frames. The
+model tests use the shipped model on a real face (a VoxCeleb2 frame, and 10
+frames of the clip) from ../shared and real speech; no timing is asserted.
 """
 
 from __future__ import annotations
