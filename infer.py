@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--detector", default="default", help="face detector name")
   p.add_argument("--lip-gain", type=float, default=None,
                  help="two-stage models: factor on the predicted lip motion (default: the "
-                      "model's calibrated gain)")
+                      "model's gain calibrated for the lips smoothed or not)")
   p.add_argument("--reference", choices=("rest", "frame"), default="rest",
                  help="two-stage models: the renderer's reference, each frame's nearest "
                       "closed-mouth frame (rest) or the frame itself (frame, as Wav2Lip)")

@@ -11,14 +11,15 @@ packs two training workdirs (or model dirs) into one;
     python -m lipsync_jax.two_stage calibrate --model models/two_stage --data DATA --write
 
 measures the lip gain (`calibrate`) on the val and test clips of a prepared
-dataset and writes it into the manifest; and
+dataset and writes it into the manifest (with `--lip-smoothing`, the gain
+for `infer.py --lip-smoothing`: the manifest keeps one per mode); and
 
     python -m lipsync_jax.two_stage finetune --videos my_speaker/ --workdir runs/me
 
 fine-tunes the shipped model on a few minutes of one speaker in one command:
 data_prep (face crops, mel, splits cut in time when there are few clips),
 lip tracks, both stages from the built-in weights (`init_from`), packing
-into WORKDIR/model and calibrating its lip gain. Each stage is skipped when
+into WORKDIR/model and calibrating its lip gains. Each stage is skipped when
 its output is complete, so a rerun resumes. `infer.py --checkpoint DIR`
 runs a two-stage model (`inference.two_stage.TwoStageSyncer`); with no
 `--checkpoint`, `infer.py` runs the one shipped in
@@ -73,7 +74,8 @@ def _calibration_segments(data: pathlib.Path, max_clips: int, max_frames: int) -
 
 def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int = 40,
               max_frames: int = 100, gains: Sequence[float] = GAIN_GRID,
-              progress: bool = True, reference: str = "rest") -> dict[str, Any]:
+              progress: bool = True, reference: str = "rest",
+              lip_smoothing: bool = False) -> dict[str, Any]:
   """Measures the lip gain at which rendered mouths move as much as real ones.
 
   Stage 1 regresses to the mean of many speakers, so its lip motion is damped,
@@ -85,7 +87,9 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
   ratio is the standard deviation of the output's inner-lip opening over
   that of A's own FaceMesh track. The gain returned
   is where the median ratio over the clips crosses 1 (linear interpolation
-  over `gains`; their end when it never does).
+  over `gains`; their end when it never does). With `lip_smoothing` stage
+  1's lips are smoothed as `infer.py --lip-smoothing` draws them; the
+  manifest keeps a gain for each mode (`set_lip_gain`).
 
   Returns {"lip_gain", "ratios" {gain: median ratio}, "stage1_ratio" (stage
   1's own opening amplitude over the natural one, no renderer), "clips",
@@ -106,7 +110,8 @@ def calibrate(path: str | os.PathLike, data: str | os.PathLike, max_clips: int =
     raise TwoStageError(f"{data}: {len(segments)} usable val/test clips with lip tracks "
                         "(need 4; run data_prep/lip_tracks.py)")
   gains = sorted(float(g) for g in gains)
-  syncer = ts.TwoStageSyncer(load(path), lip_gain=1.0, reference=reference)
+  syncer = ts.TwoStageSyncer(load(path), lip_gain=1.0, reference=reference,
+                             lip_smoothing=lip_smoothing)
   index = fmt.load_index(data)
   reader = fmt.ClipReader(index.data_dir, index.codec, index.img_size)
   gap = lip_landmarks.inner_gap
@@ -196,9 +201,14 @@ def finetune(videos: str | os.PathLike, workdir: str | os.PathLike, base: str = 
              note=f"fine-tuned from {base} on {videos}",
              lip_gain=manifest.get("lip_gain_calibration") or (
                  {"lip_gain": manifest["lip_gain"]} if "lip_gain" in manifest else None))
-  # The speaker's own stage 1 damps less: measure its gain on its own clips.
+  if "lip_gain_smoothed" in manifest:   # the base's, until measured below
+    set_lip_gain(out, dict(manifest.get("lip_gain_smoothed_calibration") or {},
+                           lip_gain=manifest["lip_gain_smoothed"], lip_smoothing=True))
+  # The speaker's own stage 1 damps less: measure its gains on its own
+  # clips, for the lips as drawn and smoothed (`--lip-smoothing`).
   try:
-    set_lip_gain(out, calibrate(out, data, progress=progress))
+    for smoothing in (False, True):
+      set_lip_gain(out, calibrate(out, data, progress=progress, lip_smoothing=smoothing))
   except TwoStageError as e:
     print(f"note: lip gain kept from {base} ({e})", file=sys.stderr)
   return out
@@ -225,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
   cb.add_argument("--data", required=True,
                   help="data_prep dataset with lip tracks (its val and test clips are used)")
   cb.add_argument("--clips", type=int, default=40, help="clips to measure on")
+  cb.add_argument("--lip-smoothing", action="store_true",
+                  help="measure the gain for stage 1's lips smoothed (infer.py's "
+                       "--lip-smoothing); the manifest keeps one gain per mode")
   cb.add_argument("--write", action="store_true", help="write the gain into the manifest")
   cb.add_argument("--no-progress", action="store_true")
   return p
@@ -238,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "calibrate":
       if args.clips < 4:
         raise TwoStageError(f"--clips must be >= 4, got {args.clips}")
-      result = calibrate(args.model, args.data, args.clips, progress=not args.no_progress)
+      result = calibrate(args.model, args.data, args.clips, progress=not args.no_progress,
+                         lip_smoothing=args.lip_smoothing)
       print(json.dumps(result, indent=1))
       if not args.write:
         return 0

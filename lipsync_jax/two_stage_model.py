@@ -4,9 +4,16 @@ A two-stage model directory holds the two stages as ordinary model
 directories (`model_dir.save_model`) and a manifest::
 
   DIR/two_stage.json   {"format": 1, "lips": "lips", "renderer": "renderer",
-                        "lip_gain": 4.0, "lip_gain_calibration": {...}, ...}
+                        "lip_gain": 2.8, "lip_gain_calibration": {...},
+                        "lip_gain_smoothed": 3.1,
+                        "lip_gain_smoothed_calibration": {...}, ...}
   DIR/lips/            arch audio_to_lips
   DIR/renderer/        arch lip_renderer
+
+`lip_gain` is measured with stage 1's lips drawn as predicted (`infer.py`'s
+default), `lip_gain_smoothed` with them smoothed over +-1 frame
+(`--lip-smoothing`), which takes about 15% off their amplitude; each is
+optional, and a model measured in one mode only uses that gain in both.
 
 This module reads and writes it and needs nothing from `inference`;
 `lipsync_jax.two_stage` (the command line) re-exports it and adds
@@ -26,6 +33,8 @@ from typing import Any
 MANIFEST = "two_stage.json"
 FORMAT = 1
 MAX_GAIN = 10.0
+# The manifest's gain for stage 1's lips unsmoothed (False) and smoothed (True).
+GAIN_KEYS = {False: "lip_gain", True: "lip_gain_smoothed"}
 
 
 class TwoStageError(ValueError):
@@ -61,8 +70,16 @@ class TwoStageModel:
 
   @property
   def lip_gain(self) -> float:
-    """The factor on stage 1's lip motion at inference (`calibrate`)."""
+    """The factor on stage 1's lip motion at inference, the lips unsmoothed
+    (`calibrate`)."""
     return float(self.manifest.get("lip_gain", 1.0))
+
+  def lip_gain_for(self, lip_smoothing: bool) -> float:
+    """The lip gain measured for stage 1's lips smoothed or not; the other
+    mode's when only that one was measured."""
+    key = GAIN_KEYS[bool(lip_smoothing)]
+    return float(self.manifest.get(key, self.manifest.get(
+        GAIN_KEYS[not lip_smoothing], 1.0)))
 
 
 def load(path: str | os.PathLike) -> TwoStageModel:
@@ -77,10 +94,11 @@ def load(path: str | os.PathLike) -> TwoStageModel:
     raise TwoStageError(f"{root / MANIFEST}: not valid JSON ({e})") from None
   if manifest.get("format") != FORMAT:
     raise TwoStageError(f"{root / MANIFEST}: unknown format {manifest.get('format')!r}")
-  gain = manifest.get("lip_gain", 1.0)
-  if not isinstance(gain, (int, float)) or not 0 < gain <= MAX_GAIN:
-    raise TwoStageError(f"{root / MANIFEST}: lip_gain must be a number in (0, {MAX_GAIN}], "
-                        f"got {gain!r}")
+  for key in GAIN_KEYS.values():
+    gain = manifest.get(key, 1.0)
+    if not isinstance(gain, (int, float)) or not 0 < gain <= MAX_GAIN:
+      raise TwoStageError(f"{root / MANIFEST}: {key} must be a number in (0, {MAX_GAIN}], "
+                          f"got {gain!r}")
   lips = checkpoint.load_model(root / manifest.get("lips", "lips"),
                                expected_arch="audio_to_lips")
   renderer = checkpoint.load_model(root / manifest.get("renderer", "renderer"),
@@ -96,7 +114,8 @@ def pack(lips: str | os.PathLike, renderer: str | os.PathLike, out: str | os.Pat
   The stages are loaded (so a wrong or broken one fails here, not at
   inference), saved again under `out` through a temporary folder that is
   renamed only when complete. `lip_gain`: a `calibrate` result, kept in the
-  manifest (the gain inference uses, and how it was measured).
+  manifest (the gain inference uses, and how it was measured) under its
+  mode's key (`set_lip_gain`).
   """
   from lipsync_jax import checkpoint  # pylint: disable=import-outside-toplevel
   out = pathlib.Path(out)
@@ -115,8 +134,7 @@ def pack(lips: str | os.PathLike, renderer: str | os.PathLike, out: str | os.Pat
     if note:
       manifest["note"] = note
     if lip_gain is not None:
-      manifest["lip_gain"] = float(lip_gain["lip_gain"])
-      manifest["lip_gain_calibration"] = lip_gain
+      _record_gain(manifest, lip_gain)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     if out.exists():
       shutil.rmtree(out)
@@ -140,13 +158,22 @@ def crossing_gain(ratios: dict[float, float]) -> float:
   return float(xs[-1])
 
 
+def _record_gain(manifest: dict[str, Any], result: dict[str, Any]) -> None:
+  """Puts a `calibrate` result under the key of the mode it was measured in
+  (`result["lip_smoothing"]`; absent: unsmoothed)."""
+  key = GAIN_KEYS[bool(result.get("lip_smoothing", False))]
+  manifest[key] = float(result["lip_gain"])
+  manifest[key + "_calibration"] = result
+
+
 def set_lip_gain(path: str | os.PathLike, result: dict[str, Any]) -> pathlib.Path:
-  """Writes a `calibrate` result into a two-stage model's manifest (atomically)."""
+  """Writes a `calibrate` result into a two-stage model's manifest
+  (atomically), as the gain of the mode it was measured in: `lip_gain`, or
+  `lip_gain_smoothed` when `result["lip_smoothing"]`."""
   root = pathlib.Path(path)
   load(root)
   manifest = json.loads((root / MANIFEST).read_text())
-  manifest["lip_gain"] = float(result["lip_gain"])
-  manifest["lip_gain_calibration"] = result
+  _record_gain(manifest, result)
   tmp = root / (MANIFEST + ".tmp")
   tmp.write_text(json.dumps(manifest, indent=1))
   os.replace(tmp, root / MANIFEST)

@@ -371,12 +371,32 @@ def test_lip_gain_scales_the_motion_and_comes_from_the_manifest_or_the_option(tm
   np.testing.assert_allclose(syncer.predict_lips(ctx, neutral, 8) - neutral,
                              2.5 * (one - neutral), rtol=1e-4, atol=1e-6)
   assert syncer.with_options(lip_gain=0.5).lip_gain == 0.5
+  # One gain per lip-smoothing mode: a model measured unsmoothed only uses
+  # that gain for smoothed lips too, until a smoothed calibration is written.
+  assert syncer.with_options(lip_smoothing=True).lip_gain == 2.5
+  two_stage.set_lip_gain(pair, {"lip_gain": 3.5, "ratios": {}, "lip_smoothing": True})
+  smoothed = inference.load_syncer(pair, lip_smoothing=True)
+  assert smoothed.lip_gain == 3.5 and smoothed.with_options(lip_gain=0.5).lip_gain == 0.5
+  assert inference.load_syncer(pair).lip_gain == 2.5
   manifest = json.loads((pair / two_stage.MANIFEST).read_text())
-  (pair / two_stage.MANIFEST).write_text(json.dumps(dict(manifest, lip_gain="big")))
-  with pytest.raises(two_stage.TwoStageError, match="lip_gain must be a number"):
-    two_stage.load(pair)
+  assert manifest["lip_gain_smoothed_calibration"]["lip_gain"] == 3.5
+  assert manifest["lip_gain_calibration"]["lip_gain"] == 2.5
+  for key in ("lip_gain", "lip_gain_smoothed"):
+    (pair / two_stage.MANIFEST).write_text(json.dumps(dict(manifest, **{key: "big"})))
+    with pytest.raises(two_stage.TwoStageError, match=f"{key} must be a number"):
+      two_stage.load(pair)
   with pytest.raises(inference.InferenceError, match="lip gain must be in"):
     inference.InferenceOptions(lip_gain=0.0).validate()
+
+
+def test_the_shipped_model_has_a_gain_for_each_lip_smoothing_mode():
+  """Smoothing takes amplitude off stage 1's lips, so the gain measured for
+  smoothed lips is the larger; each calibration records its mode."""
+  model = two_stage.load("builtin")
+  assert model.lip_gain_for(False) == model.lip_gain
+  assert model.lip_gain_for(True) > model.lip_gain_for(False)
+  assert model.manifest["lip_gain_calibration"]["lip_smoothing"] is False
+  assert model.manifest["lip_gain_smoothed_calibration"]["lip_smoothing"] is True
 
 
 def test_crossing_gain_interpolates_where_the_ratio_reaches_one():
@@ -512,6 +532,14 @@ def test_calibrate_measures_rendered_openings_that_grow_with_the_gain(shared_dir
   shutil.copytree(two_stage.builtin_path(), model)
   two_stage.set_lip_gain(model, result)
   assert two_stage.load(model).lip_gain == result["lip_gain"]
+  # The smoothed lips' gain: measured with the lips smoothed, written beside.
+  smoothed = two_stage.calibrate("builtin", data, max_clips=4, max_frames=37,
+                                 gains=(1.0, 4.0), progress=False, lip_smoothing=True)
+  assert smoothed["lip_smoothing"] is True
+  two_stage.set_lip_gain(model, smoothed)
+  loaded = two_stage.load(model)
+  assert loaded.lip_gain_for(True) == smoothed["lip_gain"]
+  assert loaded.lip_gain == result["lip_gain"]
   assert two_stage.main(["calibrate", "--model", str(model), "--data", str(tmp_path)]) == 2
   assert two_stage.main(["calibrate", "--model", str(model), "--data", str(data),
                          "--clips", "2"]) == 2

@@ -60,9 +60,10 @@ class InferenceOptions:
       frame (Wav2Lip and LPIPS-AttnWav2Lip; the same frames within float32
       rounding). False runs the whole generator on every frame.
     lip_gain: two-stage models only: the factor on stage 1's lip motion about
-      the neutral mouth before rendering. None takes the model's own
-      (`lip_gain` in its manifest, measured by `python -m
-      lipsync_jax.two_stage calibrate`; 1 when it has none).
+      the neutral mouth before rendering. None takes the model's own for
+      `lip_smoothing` on or off (`lip_gain` or `lip_gain_smoothed` in its
+      manifest, measured by `python -m lipsync_jax.two_stage calibrate`; 1
+      when it has none).
     reference: two-stage models only: the renderer's reference frame.
       "rest": for each frame, the nearest frame in time whose mouth is
       closed (`audio_to_lips.rest_frames`), so the input's own mouth

@@ -22,7 +22,8 @@ their cache, the threads, pasting and encoding. What differs:
   so the input's own mouth movements do not show through the new ones;
   "frame" gives each frame itself, as Wav2Lip does.
 * Stage 1's motion about the neutral mouth is scaled by the model's lip gain
-  (`two_stage.calibrate`): stage 1 and the renderer each damp it.
+  (`two_stage.calibrate`): stage 1 and the renderer each damp it. The model
+  keeps one gain per `options.lip_smoothing` mode.
 
 Streaming (`LipSyncer.stream`, `inference.stream`): the face's neutral lips
 are measured once, when the stream prepares its face (`stream_lips`), and
@@ -161,9 +162,10 @@ class TwoStageSyncer(LipSyncer):
 
   @property
   def lip_gain(self) -> float:
-    """The factor on stage 1's motion: the option's, else the model's own."""
+    """The factor on stage 1's motion: the option's, else the model's own
+    for the lips smoothed or not (`options.lip_smoothing`)."""
     gain = self.options.lip_gain
-    return float(self.model.lip_gain if gain is None else gain)
+    return float(self.model.lip_gain_for(self.options.lip_smoothing) if gain is None else gain)
 
   @classmethod
   def from_two_stage(cls, path: str | os.PathLike, options: InferenceOptions | None = None,
