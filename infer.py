@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="two-stage models: smooth the predicted lips over +-1 frame ([1, 2, 1]; "
                       "damps fast mouth motion, about 15%% of the amplitude the lip gain was "
                       "calibrated for, and a stream waits one frame more)")
+  p.add_argument("--adapt-steps", type=int, default=0,
+                 help="two-stage models: first fine-tune the renderer on the face video's own "
+                      "frames for N steps, so it draws this face's lips and teeth (100: about "
+                      "a minute on 2 CPU cores; default 0: the model as shipped)")
   p.add_argument("--cache-dir", default=None,
                  help="box-track cache folder (default ~/.cache/lipsync_jax/boxes)")
   p.add_argument("--no-cache", action="store_true",
@@ -161,6 +165,8 @@ def _quick_check(args) -> str | None:
     return f"batch size must be >= 1, got {args.batch_size}"
   if args.lip_gain is not None and not 0 < args.lip_gain <= 10:
     return f"--lip-gain must be in (0, 10], got {args.lip_gain}"
+  if args.adapt_steps < 0:
+    return f"--adapt-steps must be >= 0, got {args.adapt_steps}"
   if args.face_size is not None and args.face_size < 1:
     return f"--face-size must be >= 1, got {args.face_size}"
   if args.jobs is not None:
@@ -200,7 +206,7 @@ def _options(args, batch_size: int):
       static=args.static, hard_paste=args.hard_paste, detector=args.detector,
       box_cache=not args.no_cache, cache_dir=args.cache_dir, lip_gain=args.lip_gain,
       reference=args.reference, mouth_paste=not args.lower_face_paste,
-      lip_smoothing=args.lip_smoothing)
+      lip_smoothing=args.lip_smoothing, adapt_steps=args.adapt_steps)
 
 
 def _load_syncer(args, options, make_syncer=None):

@@ -70,7 +70,7 @@ def lips_box_text() -> str:
 
 
 def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path],
-                   detector) -> dict[str, dict[str, float]]:
+                   detector, second_half: bool = False) -> dict[str, dict[str, float]]:
   """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
   sources, plus sharpness and colour speckle (and the sources' own), on the
   lower half of the face crops and, as "lips_*", on `LIPS_BOX` alone.
@@ -79,7 +79,8 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
   found once), at RECON_CROP px, so both crops frame the same pixels; boxes
   found anew on an output move with its new mouth and would count as error.
   Returns per model the means over all frames of all videos, and "source" for
-  the truth.
+  the truth. With `second_half`, only the second half of each video's frames
+  is scored (the half a model adapted on the first half never saw).
   """
   from lipsync_jax.evaluation import metrics
   from lipsync_jax.vision import face_crops
@@ -90,22 +91,25 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
     tracks[face.stem] = face_crops.face_track(str(face), detector)
     sources[face.stem] = face_crops.crops_along(str(face), tracks[face.stem],
                                                 RECON_CROP)[:, half:]
+  def scored(frames):
+    return frames[len(frames) // 2:] if second_half else frames
   box_rows, lips_cols = LIPS_BOX
   lips_rows = slice(box_rows.start - half, box_rows.stop - half)   # in the lower half
   out: dict[str, dict[str, float]] = {"source": {
       "sharpness": float(np.mean(np.concatenate(
-          [metrics.laplacian_variance(c) for c in sources.values()]))),
+          [metrics.laplacian_variance(scored(c)) for c in sources.values()]))),
       "chroma_noise": float(np.mean(np.concatenate(
-          [metrics.chroma_noise(c) for c in sources.values()]))),
+          [metrics.chroma_noise(scored(c)) for c in sources.values()]))),
       "lips_sharpness": float(np.mean(np.concatenate(
-          [metrics.laplacian_variance(c[:, lips_rows, lips_cols]) for c in sources.values()])))}}
+          [metrics.laplacian_variance(scored(c)[:, lips_rows, lips_cols])
+           for c in sources.values()])))}}
   for name, d in own_audio.items():
     gen_all, truth_all = [], []
     for face in faces:
       gen = face_crops.crops_along(str(d / f"{face.stem}.mp4"), tracks[face.stem],
                                    RECON_CROP)[:, half:]
-      gen_all.append(gen)
-      truth_all.append(sources[face.stem][:len(gen)])   # the copy is as long as its audio
+      gen_all.append(scored(gen))
+      truth_all.append(scored(sources[face.stem][:len(gen)]))   # as long as its audio
     gen, truth = np.concatenate(gen_all), np.concatenate(truth_all)
     lips_gen, lips_truth = gen[:, lips_rows, lips_cols], truth[:, lips_rows, lips_cols]
     out[name] = {**metrics.reconstruction_metrics(gen, truth, lpips),

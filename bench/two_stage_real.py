@@ -1,7 +1,7 @@
 """The two-stage model on real faces, judged twice: unseen speakers and GRID s1.
 
     python bench/two_stage_real.py [--model builtin] [--workdir runs/two_stage_real]
-        [--lip-smoothing] [--lower-face-paste]
+        [--lip-smoothing] [--lower-face-paste] [--adapt-steps N]
         [--suite unseen,grid,long] [--grid-data DATA] [--grid-clips 40]
 
 `--suite unseen`: the 10 held-out speakers of the landmark expert
@@ -23,7 +23,11 @@ speeches (20 videos), scored by
 and each face lip-synced to its own speech, against its source frames:
 mouth PSNR / SSIM / LPIPS, sharpness and colour speckle beside the source's
 (`real_face_generator.reconstruction`), and `mouth_grid.png` (truth, ours on
-its own speech, ours on LibriVox).
+its own speech, ours on LibriVox). With `--adapt-steps N` the renderer is
+adapted to each face first (infer.py's `--adapt-steps`): on its whole clip
+for the LibriVox videos, and on the first half of its frames for its own
+speech, whose second half alone is scored, beside the model unadapted on
+the same frames.
 
 `--suite long`: the same 10 faces, each driven by three longer speeches:
 the three LibriVox speeches one after another (15.4 s), the first 20 s of
@@ -87,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="judge only the first N unseen faces (0: all 10)")
   p.add_argument("--lip-smoothing", action="store_true",
                  help="smooth stage 1's lips over +-1 frame (infer.py's --lip-smoothing)")
+  p.add_argument("--adapt-steps", type=int, default=0,
+                 help="adapt the renderer to each face input first (infer.py's --adapt-steps); "
+                      "own-speech reconstruction then adapts on each source's first half and "
+                      "scores its second half, beside the model unadapted on the same frames")
   p.add_argument("--lower-face-paste", action="store_true",
                  help="paste the whole lower face (infer.py's --lower-face-paste) instead of "
                       "the region around the mouth")
@@ -288,11 +296,21 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
   rows, sources = drive(syncer, judges, faces,
                         lambda i: [speech[(i + k) % len(speech)] for k in range(2)], out,
                         along_source=True)
-  for face in faces:
-    own = out / "own" / f"{face.stem}.mp4"
-    if not own.is_file():
-      syncer.run(face, face, own)
-  recon = real_face_generator.reconstruction({"ours": out / "own"}, faces, judges.detector)
+  adapting = bool(syncer.options.adapt_steps)
+  if adapting:   # own speech: learn from the first half, score the second
+    (out / "own_unadapted").mkdir(exist_ok=True)
+    runs = ((first_half_adapting(syncer), out / "own"),
+            (syncer.with_options(adapt_steps=0), out / "own_unadapted"))
+  else:
+    runs = ((syncer, out / "own"),)
+  for run_syncer, folder in runs:
+    for face in faces:
+      own = folder / f"{face.stem}.mp4"
+      if not own.is_file():
+        run_syncer.run(face, face, own)
+  recon = real_face_generator.reconstruction(
+      {"ours": out / "own", **({"unadapted": out / "own_unadapted"} if adapting else {})},
+      faces, judges.detector, second_half=adapting)
   src = [sources[r["face"]] for r in rows]
   table = {
       "videos": len(rows),
@@ -322,6 +340,20 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
       "rows": rows, "sources": sources, "reconstruction": recon}
   mouth_grid(faces[:4], out, work / "mouth_grid.png")
   return table
+
+
+def first_half_adapting(syncer):
+  """A copy of an adapting syncer that adapts on the first half of each face
+  input's frames only, so that own-speech reconstruction can be scored on
+  frames the renderer never trained on."""
+  import copy
+  other = copy.copy(syncer)
+  def adapted_variables(crops, lips, valid):
+    valid = np.array(valid, bool)
+    valid[len(valid) // 2:] = False
+    return type(syncer).adapted_variables(other, crops, lips, valid)
+  other.adapted_variables = adapted_variables
+  return other
 
 
 def mouth_grid(faces, out: pathlib.Path, path: pathlib.Path) -> None:
@@ -428,17 +460,18 @@ def main(argv=None) -> int:
   work.mkdir(parents=True, exist_ok=True)
   syncer = inference.load_syncer(a.model, cache_dir=str(work / "cache"),
                                  mouth_paste=not a.lower_face_paste,
-                                 lip_smoothing=a.lip_smoothing)
+                                 lip_smoothing=a.lip_smoothing, adapt_steps=a.adapt_steps)
   judges = Judges()
   # A suite run on its own keeps the other suite's results of the same model.
   saved = work / "results.json"
   results = json.loads(saved.read_text()) if saved.is_file() else {}
   paste = "lower face" if a.lower_face_paste else "mouth"
   if (results.get("model") != a.model or results.get("paste", "mouth") != paste
-      or results.get("lip_smoothing", False) != a.lip_smoothing):
+      or results.get("lip_smoothing", False) != a.lip_smoothing
+      or results.get("adapt_steps", 0) != a.adapt_steps):
     results = {}
   results["model"], results["paste"] = a.model, paste
-  results["lip_smoothing"] = a.lip_smoothing
+  results["lip_smoothing"], results["adapt_steps"] = a.lip_smoothing, a.adapt_steps
   if "unseen" in suites:
     u = unseen(syncer, judges, shared, work, a.faces)
     results["unseen"] = u
@@ -466,21 +499,27 @@ def main(argv=None) -> int:
           + ", ".join(f"{k.replace('_', ' ')} {m0[k]:.3f}"
                   for k in ("ours", "ours_along_source", "control", "sources")
                   if m0.get(k) is not None))
-    print("\nOwn-speech reconstruction (mouth: lower half of a 256 px face crop):")
+    print("\nOwn-speech reconstruction (mouth: lower half of a 256 px face crop"
+          + ("; adapted on each source's first half, the second half scored)"
+             if a.adapt_steps else "):"))
     print("| | mouth PSNR | SSIM | LPIPS | sharpness | colour speckle |")
     print("|---|---|---|---|---|---|")
-    o, s = r["ours"], r["source"]
-    print(f"| ours | {o['psnr']:.2f} | {o['ssim']:.3f} | {o['lpips']:.3f} | "
-          f"{o['sharpness']:.0f} | {o['chroma_noise']:.2f} |")
+    models = [k for k in ("ours", "unadapted") if k in r]
+    s = r["source"]
+    for k in models:
+      o = r[k]
+      print(f"| {k} | {o['psnr']:.2f} | {o['ssim']:.3f} | {o['lpips']:.3f} | "
+            f"{o['sharpness']:.0f} | {o['chroma_noise']:.2f} |")
     print(f"| source | | | | {s['sharpness']:.0f} | {s['chroma_noise']:.2f} |")
-    if "lips_psnr" in o:
-      import real_face_generator  # pylint: disable=import-error
-      print(f"\nThe lips box alone ({real_face_generator.lips_box_text()}):")
-      print("| | PSNR | SSIM | LPIPS | sharpness |")
-      print("|---|---|---|---|---|")
-      print(f"| ours | {o['lips_psnr']:.2f} | {o['lips_ssim']:.3f} | {o['lips_lpips']:.3f} | "
+    import real_face_generator  # pylint: disable=import-error
+    print(f"\nThe lips box alone ({real_face_generator.lips_box_text()}):")
+    print("| | PSNR | SSIM | LPIPS | sharpness |")
+    print("|---|---|---|---|---|")
+    for k in models:
+      o = r[k]
+      print(f"| {k} | {o['lips_psnr']:.2f} | {o['lips_ssim']:.3f} | {o['lips_lpips']:.3f} | "
             f"{o['lips_sharpness']:.0f} |")
-      print(f"| source | | | | {s['lips_sharpness']:.0f} |")
+    print(f"| source | | | | {s['lips_sharpness']:.0f} |")
   if "long" in suites:
     g = long_speech(syncer, judges, shared, work, a.faces)
     results["long"] = g

@@ -543,3 +543,103 @@ def test_calibrate_measures_rendered_openings_that_grow_with_the_gain(shared_dir
   assert two_stage.main(["calibrate", "--model", str(model), "--data", str(tmp_path)]) == 2
   assert two_stage.main(["calibrate", "--model", str(model), "--data", str(data),
                          "--clips", "2"]) == 2
+
+
+# -----------------------------------------------------------------------------
+# Adapting the renderer to a face input (`InferenceOptions.adapt_steps`).
+# -----------------------------------------------------------------------------
+
+def test_adaptation_references_keep_away_from_their_targets():
+  from lipsync_jax.inference import face_adaptation as fa  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  candidates = np.arange(40)
+  closed = np.array([2, 3, 20, 21, 38])
+  targets = rng.integers(0, 40, 200)
+  # Always the closed frame nearest in time, never the target or a neighbour.
+  refs = fa.sample_references(targets, closed, candidates, rng, 1.0)
+  assert np.all(np.abs(refs - targets) >= fa.MIN_REFERENCE_OFFSET)
+  assert set(refs.tolist()) <= set(closed.tolist())
+  nearest = [min((c for c in closed if abs(c - t) >= fa.MIN_REFERENCE_OFFSET),
+                 key=lambda c: (abs(c - t), c)) for t in targets]
+  np.testing.assert_array_equal(refs, nearest)
+  # Never closed: any frame with lips, still away from the target.
+  refs = fa.sample_references(targets, closed, candidates, rng, 0.0)
+  assert np.all(np.abs(refs - targets) >= fa.MIN_REFERENCE_OFFSET)
+  assert len(set(refs.tolist()) - set(closed.tolist())) > 10
+  # Only frames that may be references (with lips); a short input: the farthest.
+  refs = fa.sample_references(np.array([0, 2]), closed, np.array([0, 1, 2]), rng, 0.0)
+  assert refs.tolist() == [2, 0]
+
+
+def test_adapt_steps_out_of_range_is_a_one_line_error(tmp_path, capsys):
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  repo = str(pathlib.Path(__file__).resolve().parents[1])
+  sys.path.insert(0, repo)
+  try:
+    import infer  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(repo)
+  out = tmp_path / "out.mp4"
+  rc = infer.main(["--face", __file__, "--audio", __file__, "--outfile", str(out),
+                   "--adapt-steps", "-1"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and err == ["error: --adapt-steps must be >= 0, got -1"], err
+  assert not out.exists()
+  # The ceiling is the options' check, which every entry point runs.
+  with pytest.raises(inference.InferenceError, match=r"adapt steps must be in \[0, 5000\]"):
+    inference.InferenceOptions(adapt_steps=6000).validate()
+  inference.InferenceOptions(adapt_steps=100).validate()
+
+
+@pytest.mark.slow  # LPIPS + a tiny renderer's gradient, compiled once
+def test_renderer_adapts_to_each_face_input_and_keeps_the_model(tmp_path):
+  """`adapt_steps`: the renderer is fine-tuned on the face's own frames and
+  lips (its reconstruction loss falls), kept per face input under the
+  face's key; the model's own weights and BatchNorm statistics are not
+  touched, and a photo is a one-line error."""
+  from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
+  pair = _tiny_pair(tmp_path)
+  rng = np.random.default_rng(0)
+  n = 16
+  opening = 0.06 * np.abs(np.sin(np.arange(n) / 2.0))
+  lips = np.stack([_mouth(o) for o in opening])
+  valid = np.ones(n, bool)
+  # A face whose mouth is drawn where its lips are: red lips, dark inside.
+  yy, xx = np.mgrid[0:96, 0:96] / 96.0
+  crops = []
+  for o in opening:
+    img = np.full((96, 96, 3), (150, 170, 210), np.float32) + rng.normal(0, 3, (96, 96, 3))
+    img[(np.abs(xx - 0.5) < 0.13) & (np.abs(yy - 0.72 - o / 2) < 0.05 + o / 2)] = (60, 60, 170)
+    img[(np.abs(xx - 0.5) < 0.1) & (np.abs(yy - 0.72 - o / 2) < o / 2)] = (20, 20, 40)
+    crops.append(np.clip(img, 0, 255).astype(np.uint8))
+  base = inference.load_syncer(pair, batch_size=4)
+  before = jax.tree_util.tree_map(np.asarray, base.variables["renderer"])
+
+  syncer = base.with_options(adapt_steps=20)
+  key_a, slots = syncer.references(crops, lips, valid)
+  history = syncer.last_adaptation_losses
+  assert len(history) == 20 and np.mean(history[-5:]) < 0.9 * np.mean(history[:5]), history
+  adapted = syncer._references[key_a].variables["renderer"]  # pylint: disable=protected-access
+  changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != b)),
+                                   adapted["params"], before["params"])
+  assert any(jax.tree_util.tree_leaves(changed))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, adapted["batch_stats"],
+                         before["batch_stats"])
+  # Another face input: its own key and weights; the model's are untouched.
+  few = syncer.with_options(adapt_steps=2)         # the same compiled step
+  key_b, _ = few.references(crops[::-1], lips[::-1], valid)
+  assert len(few.last_adaptation_losses) == 2
+  assert key_a != key_b
+  jax.tree_util.tree_map(np.testing.assert_array_equal, base.variables["renderer"], before)
+  # The same references, other weights: other faces drawn.
+  out = syncer.generate_faces(ts.renderer_rows(lips[:4], key_a, slots[:4]), crops[:4])
+  key_p, slots_p = base.references(crops, lips, valid)
+  np.testing.assert_array_equal(slots_p, slots)
+  plain = base.generate_faces(ts.renderer_rows(lips[:4], key_p, slots_p[:4]), crops[:4])
+  assert np.abs(out.astype(int) - plain.astype(int)).max() > 0
+  # Each frame its own reference: the adapted weights still need a key.
+  frame = few.with_options(reference="frame")
+  key, _ = frame.references(crops, lips, valid)
+  assert key != ts.FRAME_REFERENCE and frame._references[key].references is None  # pylint: disable=protected-access
+  with pytest.raises(inference.InferenceError, match="at least 10 frames of visible lips"):
+    syncer.references(crops[:1], lips[:1], valid[:1])

@@ -27,6 +27,7 @@ class InputNotFoundError(InferenceError, FileNotFoundError):
 
 
 REFERENCES = ("rest", "frame")
+MAX_ADAPT_STEPS = 5000   # InferenceOptions.adapt_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,10 @@ class InferenceOptions:
       frame ([1, 2, 1] / 4). Off by default: it takes out fast mouth motion
       that follows the speech (docs/two_stage.md), and a stream waits one
       frame more for it.
+    adapt_steps: two-stage models only: fine-tune the renderer on the face
+      input's own frames for this many steps before rendering
+      (`face_adaptation`), so it draws this face's lips and teeth; 0 (the
+      default) renders with the model as shipped.
   """
   pads: tuple[int, int, int, int] = (0, 10, 0, 0)
   resize_factor: int = 1
@@ -100,6 +105,7 @@ class InferenceOptions:
   reference: str = "rest"
   mouth_paste: bool = True
   lip_smoothing: bool = False
+  adapt_steps: int = 0
 
   def validate(self) -> None:
     if len(self.pads) != 4:
@@ -115,6 +121,9 @@ class InferenceOptions:
                            f"got {self.reference!r}")
     if self.lip_gain is not None and not 0 < self.lip_gain <= 10:
       raise InferenceError(f"lip gain must be in (0, 10], got {self.lip_gain}")
+    if not 0 <= self.adapt_steps <= MAX_ADAPT_STEPS:
+      raise InferenceError(f"adapt steps must be in [0, {MAX_ADAPT_STEPS}], "
+                           f"got {self.adapt_steps}")
     if self.box is not None:
       if len(self.box) != 4:
         raise InferenceError(f"box must be 4 integers (top bottom left right), got {self.box}")

@@ -21,6 +21,9 @@ their cache, the threads, pasting and encoding. What differs:
   the face input (`options.reference` "rest", `audio_to_lips.rest_frames`),
   so the input's own mouth movements do not show through the new ones;
   "frame" gives each frame itself, as Wav2Lip does.
+* With `options.adapt_steps`, the renderer is first fine-tuned on the face
+  input's own frames, lips and references (`face_adaptation`); the adapted
+  weights are kept with the face's references, under its key.
 * Stage 1's motion about the neutral mouth is scaled by the model's lip gain
   (`two_stage.calibrate`): stage 1 and the renderer each damp it. The model
   keeps one gain per `options.lip_smoothing` mode.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,7 +58,15 @@ NUM_POINTS = audio_to_lips.NUM_POINTS
 # mouth paste must cover), then its reference's key and slot.
 ROW = 4 * NUM_POINTS + 2
 FRAME_REFERENCE = -1       # the key of "each frame is its own reference"
-MAX_REFERENCES = 4         # face inputs whose rest crops are kept
+MAX_REFERENCES = 4         # face inputs whose rest crops (and adapted weights) are kept
+
+
+class FaceEntry(NamedTuple):
+  """What the renderer keeps of one face input, under its key: the crops of
+  its references (None: each frame is its own) and its adapted variables
+  (None: the model's own)."""
+  references: np.ndarray | None
+  variables: Any = None
 
 
 def load_syncer(path: str | os.PathLike = "builtin", options: InferenceOptions | None = None,
@@ -153,11 +165,15 @@ class TwoStageSyncer(LipSyncer):
     self.model = model
     self.context = model.context
     self._mesh = None
-    # The rest crops of the face inputs in use, by key: a frame's row carries
-    # the key and the slot of its reference, so runs and stream sessions
-    # never share mutable state.
+    # The face inputs in use, by key (`FaceEntry`: rest crops, adapted
+    # weights): a frame's row carries the key and the slot of its reference,
+    # so runs and stream sessions never share mutable state.
     self._references: collections.OrderedDict = collections.OrderedDict()
     self._reference_keys = itertools.count()
+    # face_adaptation.RendererAdapter, built on first use; shared by the
+    # copies `with_options` makes after that, so its step compiles once.
+    self._adapter = None
+    self.last_adaptation_losses: list = []   # each step's loss, the last face adapted
     super().__init__(model.renderer_module, {}, "two_stage", options, **overrides)
 
   @property
@@ -183,6 +199,7 @@ class TwoStageSyncer(LipSyncer):
     self.face_size = model.face_size
     replicated = self._place_on_devices({"renderer": model_variables(model.renderer_variables)},
                                         1)
+    self._replicated = replicated
     self.lips_variables = model_variables(model.lips_variables)
     self.reuses_face_features = False
     stats = self._stats
@@ -224,9 +241,10 @@ class TwoStageSyncer(LipSyncer):
     if len(keys) != 1:
       raise InferenceError(f"internal error: one batch holds frames of {len(keys)} face inputs")
     key = keys.pop()
-    references = (crops if key == FRAME_REFERENCE else
-                  self._references[key][windows[:, -1].astype(np.int64)])
-    out = self.generate_batch(self.variables,
+    entry = FaceEntry(None) if key == FRAME_REFERENCE else self._references[key]
+    references = (crops if entry.references is None else
+                  entry.references[windows[:, -1].astype(np.int64)])
+    out = self.generate_batch(self.variables if entry.variables is None else entry.variables,
                               pad_to_batch(lips, self.batch_size),
                               pad_to_batch(crops, self.batch_size),
                               pad_to_batch(np.asarray(references), self.batch_size))
@@ -243,19 +261,47 @@ class TwoStageSyncer(LipSyncer):
   def references(self, crops: list, lips: np.ndarray, valid: np.ndarray
                  ) -> tuple[int, np.ndarray]:
     """The renderer's references for a face input's frames
-    (`options.reference`): (key, slots (n_src,)). "rest": each frame's
-    nearest closed-mouth frame (`audio_to_lips.rest_frames`), whose crops
-    are kept under a new key, slot s of frame j being its crop; "frame":
-    (FRAME_REFERENCE, zeros), each frame its own."""
+    (`options.reference`), and its weights: (key, slots (n_src,)). "rest":
+    each frame's nearest closed-mouth frame (`audio_to_lips.rest_frames`),
+    whose crops are kept under a new key, slot s of frame j being its crop;
+    "frame": each frame its own (slots zeros; the key FRAME_REFERENCE
+    unless the renderer is adapted). With `options.adapt_steps` the
+    renderer adapted to these frames (`face_adaptation`) is kept under the
+    same key."""
+    variables = self.adapted_variables(crops, lips, valid)
     if self.options.reference == "frame":
-      return FRAME_REFERENCE, np.zeros(len(lips), np.int64)
-    rest = audio_to_lips.rest_frames(lips, valid)
-    used, slots = np.unique(rest, return_inverse=True)
+      stored, slots = None, np.zeros(len(lips), np.int64)
+      if variables is None:
+        return FRAME_REFERENCE, slots
+    else:
+      used, slots = np.unique(audio_to_lips.rest_frames(lips, valid), return_inverse=True)
+      stored = np.stack([np.asarray(crops[k], np.uint8) for k in used])
     key = next(self._reference_keys)
-    self._references[key] = np.stack([np.asarray(crops[k], np.uint8) for k in used])
+    self._references[key] = FaceEntry(stored, variables)
     while len(self._references) > MAX_REFERENCES:
       self._references.popitem(last=False)
     return key, slots.reshape(-1)
+
+  def adapted_variables(self, crops: list, lips: np.ndarray, valid: np.ndarray):
+    """The renderer's variables fine-tuned on a face input's frames for
+    `options.adapt_steps` (`face_adaptation.RendererAdapter`), placed as the
+    model's; None when the option is 0."""
+    if not self.options.adapt_steps:
+      return None
+    import jax  # pylint: disable=import-outside-toplevel
+    from lipsync_jax.inference import face_adaptation  # pylint: disable=import-outside-toplevel
+    if int(np.sum(valid)) < face_adaptation.MIN_FRAMES:
+      raise InferenceError(
+          "adapting the renderer needs a face video with at least "
+          f"{face_adaptation.MIN_FRAMES} frames of visible lips, got {int(np.sum(valid))} "
+          "(a photo cannot teach it: drop --adapt-steps)")
+    if self._adapter is None:
+      self._adapter = face_adaptation.RendererAdapter(self.model.renderer_module,
+                                                      face_adaptation.AdaptationConfig())
+    adapted, self.last_adaptation_losses = self._adapter(
+        self.variables["renderer"], crops, lips, valid, steps=int(self.options.adapt_steps),
+        progress=True)
+    return jax.device_put({"renderer": adapted}, self._replicated)
 
   # --- the face's own lips ---------------------------------------------------
 
