@@ -225,7 +225,9 @@ def iter_frames(path: PathLike, fps: Optional[float] = None,
     prev_first_k = 0  # Repeats of a frame are yielded as copies.
     try:
       for frame in frames:
-        img = frame.to_ndarray(format="bgr24")
+        # PyAV 18.1.1 returns a view of the frame's padded lines: copy it
+        # into a C-contiguous array, as cv2 and the callers' buffers expect.
+        img = np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
         if autorotate and frame.rotation:
           img = _rotate(img, _normalise_rotation(frame.rotation))
         if fps is None:
