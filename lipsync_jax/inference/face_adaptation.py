@@ -101,20 +101,20 @@ def make_adaptation_step(module, lpips_fn: Callable, tx, config: AdaptationConfi
   references (B, S, S, 3) u8, lips (B, 40, 2) crop units) -> (params,
   opt_state, loss); `batch_stats` are read, not trained.
 
-  The renderer's input is built as in training (`steps.generator_inputs`):
-  the target with its lower half zeroed beside the reference, in [0, 1].
+  The renderer's input is built as at inference (`syncer.masked_faces`, as
+  `steps.generator_inputs` in training): the target with its lower half
+  zeroed beside the reference, in [0, 1].
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from lipsync_jax import losses  # pylint: disable=import-outside-toplevel
+  from lipsync_jax.inference.syncer import masked_faces  # pylint: disable=import-outside-toplevel
 
   def loss_fn(params, batch_stats, targets, references, lips):
     truth = targets.astype(jnp.float32) / 255.0
-    masked = truth.at[:, truth.shape[1] // 2:].set(0.0)
-    faces = jnp.concatenate([masked, references.astype(jnp.float32) / 255.0], axis=-1)
-    pred = module.apply({"params": params, "batch_stats": batch_stats}, lips, faces,
-                        train=False).astype(jnp.float32)
+    pred = module.apply({"params": params, "batch_stats": batch_stats}, lips,
+                        masked_faces(targets, references), train=False).astype(jnp.float32)
     return (config.l1 * losses.l1(pred, truth)
             + config.lpips * losses.lpips_loss(lpips_fn, pred, truth)
             + config.mouth * losses.mouth_loss(pred, truth, lips, lpips_fn, 1.0))
