@@ -70,7 +70,8 @@ def lips_box_text() -> str:
 
 
 def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path],
-                   detector, second_half: bool = False) -> dict[str, dict[str, float]]:
+                   detector, second_half: bool = False,
+                   ceiling_size: int | None = None) -> dict[str, dict[str, float]]:
   """Mouth PSNR / SSIM / LPIPS of each model's own-speech videos against their
   sources, plus sharpness and colour speckle (and the sources' own), on the
   lower half of the face crops and, as "lips_*", on `LIPS_BOX` alone.
@@ -81,7 +82,12 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
   Returns per model the means over all frames of all videos, and "source" for
   the truth. With `second_half`, only the second half of each video's frames
   is scored (the half a model adapted on the first half never saw).
+  With `ceiling_size` (a renderer's face size), "source_at_{size}px" scores
+  the sources themselves area-resized to that size and upscaled back
+  bicubically, as the paste upscales a rendered face: what a renderer that
+  drew every face perfectly at that size would read.
   """
+  import cv2
   from lipsync_jax.evaluation import metrics
   from lipsync_jax.vision import face_crops
   lpips = metrics.LPIPSMetric("alexnet")
@@ -103,11 +109,21 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
       "lips_sharpness": float(np.mean(np.concatenate(
           [metrics.laplacian_variance(scored(c)[:, lips_rows, lips_cols])
            for c in sources.values()])))}}
-  for name, d in own_audio.items():
+  def at_size(crops: np.ndarray, size: int) -> np.ndarray:
+    """Full RECON_CROP crops -> their lower halves after a round trip through size px."""
+    return np.stack([cv2.resize(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA),
+                                (RECON_CROP, RECON_CROP), interpolation=cv2.INTER_CUBIC)
+                     for c in crops])[:, half:]
+  made = {name: (lambda face, d=d: face_crops.crops_along(
+      str(d / f"{face.stem}.mp4"), tracks[face.stem], RECON_CROP)[:, half:])
+          for name, d in own_audio.items()}
+  if ceiling_size:
+    made[f"source_at_{ceiling_size}px"] = lambda face: at_size(
+        face_crops.crops_along(str(face), tracks[face.stem], RECON_CROP), ceiling_size)
+  for name, make in made.items():
     gen_all, truth_all = [], []
     for face in faces:
-      gen = face_crops.crops_along(str(d / f"{face.stem}.mp4"), tracks[face.stem],
-                                   RECON_CROP)[:, half:]
+      gen = make(face)
       gen_all.append(scored(gen))
       truth_all.append(scored(sources[face.stem][:len(gen)]))   # as long as its audio
     gen, truth = np.concatenate(gen_all), np.concatenate(truth_all)

@@ -310,7 +310,7 @@ def unseen(syncer, judges, shared: pathlib.Path, work: pathlib.Path, limit: int 
         run_syncer.run(face, face, own)
   recon = real_face_generator.reconstruction(
       {"ours": out / "own", **({"unadapted": out / "own_unadapted"} if adapting else {})},
-      faces, judges.detector, second_half=adapting)
+      faces, judges.detector, second_half=adapting, ceiling_size=syncer.face_size)
   src = [sources[r["face"]] for r in rows]
   table = {
       "videos": len(rows),
@@ -505,6 +505,8 @@ def main(argv=None) -> int:
     print("| | mouth PSNR | SSIM | LPIPS | sharpness | colour speckle |")
     print("|---|---|---|---|---|---|")
     models = [k for k in ("ours", "unadapted") if k in r]
+    # The sources at the renderer's size: what a perfect renderer would read.
+    models += [k for k in r if k.startswith("source_at_")]
     s = r["source"]
     for k in models:
       o = r[k]

@@ -5,7 +5,9 @@
 Upload a face video or photo, upload or record speech, pick a model ("builtin",
 the two-stage model shipped in the package, or any checkpoint `infer.py`
 takes, as a path on the server: a model directory, an upstream .pth, a
-.onnx), and get back the mp4 and its run report, with progress shown. It runs
+.onnx), optionally adapt a two-stage model's renderer to the face first (the
+slider; the weights are kept, so the same face adapts once), and get back the
+mp4 and its run report, with progress shown. It runs
 `infer.py`'s pipeline in this process (`LipSyncer.run_prepared`), and every
 model stays loaded (and compiled) between requests: the second request on a
 model pays no start-up.
@@ -34,6 +36,7 @@ from lipsync_jax.inference.pipeline import Timer
 from lipsync_jax.web.loading import BUILTIN, ModelCache
 
 FACE_TYPES = ["video", "image"]
+MAX_APP_ADAPT_STEPS = 500   # the page's slider; infer.py takes up to 5000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,10 +110,12 @@ class LipSyncApp:
   def __init__(self, models: ModelCache, out_dir: str):
     self.models, self.out_dir = models, out_dir
 
-  def run(self, face: str | None, speech: str | None, model: str, progress=None):
+  def run(self, face: str | None, speech: str | None, model: str, progress=None,
+          adapt_steps: int = 0):
     """-> (mp4 path or None, report dict or None, message, face input,
     speech input); the inputs come back as None when a refused upload was
-    deleted. `progress(fraction, desc=...)` as `gr.Progress`."""
+    deleted. `progress(fraction, desc=...)` as `gr.Progress`. `adapt_steps`:
+    `InferenceOptions.adapt_steps` (two-stage models, face videos)."""
     from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
     progress = progress or (lambda *a, **k: None)
     if not face or not speech:
@@ -119,7 +124,9 @@ class LipSyncApp:
     outfile = os.path.join(self.out_dir, f"lipsync_{uuid.uuid4().hex[:8]}.mp4")
     progress(0.0, desc="checking the inputs")
     try:
-      job = inference.prepare(face, speech, outfile, inference.InferenceOptions())
+      adapt_steps = int(adapt_steps or 0)
+      job = inference.prepare(face, speech, outfile,
+                              inference.InferenceOptions(adapt_steps=adapt_steps))
     except Exception as e:  # pylint: disable=broad-except
       remove_uploads(face, speech)
       return None, None, f"**Error:** {_named(inference.error_message(e), face, speech)}", None, None
@@ -127,6 +134,9 @@ class LipSyncApp:
       if model.strip() not in self.models:
         progress(0.02, desc=f"loading {model} (once: it stays loaded)")
       syncer = self.models.get(model.strip())
+      if adapt_steps:
+        syncer = syncer.with_options(adapt_steps=adapt_steps)   # the same compiled model
+        progress(0.03, desc=f"adapting the renderer to the face ({adapt_steps} steps)")
       on_frame = lambda n: n % 5 == 0 and progress(n / job.frames, desc="lip-syncing")
       job = dataclasses.replace(job, timer=FrameTimer(job.timer.totals, on_frame))
       report = syncer.run_prepared(job)
@@ -140,8 +150,8 @@ def build_app(lipsync: LipSyncApp, choices: list[str], max_queue: int = 16):
   import gradio as gr  # pylint: disable=import-outside-toplevel
   from gradio.utils import NamedString  # pylint: disable=import-outside-toplevel
 
-  def run(face, speech, model, progress=gr.Progress()):
-    return lipsync.run(face, speech, model, progress)
+  def run(face, speech, model, adapt_steps, progress=gr.Progress()):
+    return lipsync.run(face, speech, model, progress, adapt_steps)
 
   with gr.Blocks(title="lipsync-jax", delete_cache=(3600, 3600)) as demo:
     gr.Markdown("# lipsync-jax\nA face video or photo and speech in, the face lip-synced "
@@ -160,12 +170,18 @@ def build_app(lipsync: LipSyncApp, choices: list[str], max_queue: int = 16):
         model = gr.Dropdown(choices=choices, value=choices[0], allow_custom_value=True,
                             label="Model", info="builtin, or a path on the server: a model "
                                                 "directory, an upstream .pth, a .onnx")
+        adapt = gr.Slider(0, MAX_APP_ADAPT_STEPS, value=0, step=50,
+                          label="Adapt to the face (steps)",
+                          info="two-stage models and face videos: first fine-tune the "
+                               "renderer on the video's own frames, so it draws this face's "
+                               "lips and teeth (about 35 s per 100 steps on 2 CPU cores; "
+                               "0: off)")
         button = gr.Button("Lip-sync", variant="primary")
       with gr.Column():
         video = gr.Video(label="Lip-synced", format=None, interactive=False)
         message = gr.Markdown()
         report = gr.JSON(label="Run report")
-    button.click(run, [face, speech, model], [video, report, message, face, speech],
+    button.click(run, [face, speech, model, adapt], [video, report, message, face, speech],
                  concurrency_limit=1, show_progress_on=[video])
   return demo.queue(max_size=max_queue, default_concurrency_limit=1)
 

@@ -1,6 +1,7 @@
 """The live page: lip-sync a browser's microphone over WebRTC.
 
     python -m lipsync_jax.serve --checkpoint CKPT --face FACE [--host 127.0.0.1 --port 7860]
+        [--adapt-steps N]
 
 Open http://127.0.0.1:7860, press Start and speak: the browser sends its
 microphone over WebRTC (aiortc on this side) and gets back the face,
@@ -8,7 +9,9 @@ lip-synced, with the voice; the page shows the frame rate it receives and the
 latency. CKPT is any checkpoint the streaming engine takes (builtin, the
 shipped two-stage model; a two-stage or Wav2Lip model directory, a training
 workdir, an upstream .pth, a .onnx; docs/realtime.md);
-FACE a video (played back and forth) or a photo.
+FACE a video (played back and forth) or a photo. With --adapt-steps N (a
+two-stage model and a face video) the renderer is fine-tuned on FACE once,
+before the page is served; every session then draws with those weights.
 
 Routes: `GET /` the page, `POST /offer` the WebRTC offer/answer exchange
 (JSON {sdp, type}; 503 with {"error": "busy: ..."} when --max-sessions
@@ -54,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--box", type=int, nargs=4, default=None,
                  metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                  help="fixed face box for every frame (skips detection)")
+  p.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                 help="two-stage models: fine-tune the renderer on the face video's own "
+                      "frames for N steps once, at start-up, so it draws this face's lips and "
+                      "teeth (about 35 s per 100 steps on 2 CPU cores; default 0: off)")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
   return p
 
@@ -91,7 +98,9 @@ class LiveServer:
   def check_face(self) -> None:
     """Prepares the face once and runs the generator on it (compiling it),
     so that a face with no face, or a model that cannot stream, fails
-    before the server starts (one-line InferenceError)."""
+    before the server starts (one-line InferenceError). With
+    `options.adapt_steps` this adapts the renderer to the face; the
+    sessions' preparations of the same face find those weights kept."""
     self.syncer.stream(self.face).close()
 
   async def offer(self, sdp: str, kind: str) -> dict:
@@ -195,6 +204,8 @@ def _quick_check(args) -> str | None:
     return f"--max-sessions must be >= 1, got {args.max_sessions}"
   if not args.max_latency > 0:
     return f"--max-latency must be > 0, got {args.max_latency}"
+  if args.adapt_steps < 0:
+    return f"--adapt-steps must be >= 0, got {args.adapt_steps}"
   if not os.path.isfile(args.face):
     return f"face file not found: {args.face}"
   return checkpoint_problem(args.checkpoint)
@@ -214,7 +225,8 @@ def main(argv: list[str] | None = None, make_syncer=None) -> int:
     from lipsync_jax import inference  # pylint: disable=import-outside-toplevel
     from lipsync_jax.web import loading  # pylint: disable=import-outside-toplevel
     options = inference.InferenceOptions(batch_size=1,
-                                         box=tuple(args.box) if args.box else None)
+                                         box=tuple(args.box) if args.box else None,
+                                         adapt_steps=args.adapt_steps)
     syncer = (make_syncer(args.checkpoint, options) if make_syncer
               else loading.load_model(args.checkpoint, options, streaming=True))
     server = LiveServer(syncer, args.face, args.max_sessions, args.max_latency)

@@ -589,6 +589,9 @@ def test_adapt_steps_out_of_range_is_a_one_line_error(tmp_path, capsys):
   with pytest.raises(inference.InferenceError, match=r"adapt steps must be in \[0, 5000\]"):
     inference.InferenceOptions(adapt_steps=6000).validate()
   inference.InferenceOptions(adapt_steps=100).validate()
+  # A pixel generator has no renderer to adapt: refused, not ignored.
+  with pytest.raises(inference.InferenceError, match="needs a two-stage model"):
+    inference.LipSyncer(None, None, "wav2lip", adapt_steps=100)
 
 
 @pytest.mark.slow  # LPIPS + a tiny renderer's gradient, compiled once
@@ -625,6 +628,21 @@ def test_renderer_adapts_to_each_face_input_and_keeps_the_model(tmp_path):
   assert any(jax.tree_util.tree_leaves(changed))
   jax.tree_util.tree_map(np.testing.assert_array_equal, adapted["batch_stats"],
                          before["batch_stats"])
+  # The same face input again (a live page's next session, the app's next
+  # request), from another copy of the model: the weights made then, no new
+  # adaptation; the adapter is the one already compiled.
+  again = base.with_options(adapt_steps=20)
+  calls = []
+  adapter = again._adaptation.adapter  # pylint: disable=protected-access
+  again._adaptation.adapter = lambda *a, **k: calls.append(1) or adapter(*a, **k)  # pylint: disable=protected-access
+  key_again, _ = again.references(crops, lips, valid)
+  assert not calls and key_again != key_a
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         again._references[key_again].variables["renderer"], adapted)  # pylint: disable=protected-access
+  # Other lips for the same frames are another input: adapted anew.
+  again.references(crops, lips * 1.01, valid)
+  assert calls == [1]
+  again._adaptation.adapter = adapter  # pylint: disable=protected-access
   # Another face input: its own key and weights; the model's are untouched.
   few = syncer.with_options(adapt_steps=2)         # the same compiled step
   key_b, _ = few.references(crops[::-1], lips[::-1], valid)

@@ -161,9 +161,11 @@ def test_serve_fails_on_one_line_before_loading_anything(tmp):
     port = str(taken.getsockname()[1])
     cases = [((str(tmp), str(tmp / "photo.png"), port), f"port {port} on 127.0.0.1 is in use"),
              (("/no/model", str(tmp / "photo.png"), "0"), "checkpoint not found: /no/model"),
-             ((str(tmp), "/no/face.png", "0"), "face file not found: /no/face.png")]
-    for (ckpt, face, port_arg), message in cases:
-      run = _serve_cli("--checkpoint", ckpt, "--face", face, "--port", port_arg)
+             ((str(tmp), "/no/face.png", "0"), "face file not found: /no/face.png"),
+             ((str(tmp), str(tmp / "photo.png"), "0", "-1"), "--adapt-steps must be >= 0, got -1")]
+    for (ckpt, face, port_arg, *adapt), message in cases:
+      run = _serve_cli("--checkpoint", ckpt, "--face", face, "--port", port_arg,
+                       *(("--adapt-steps", *adapt) if adapt else ()))
       lines = run.stderr.strip().splitlines()
       assert run.returncode == 2 and len(lines) == 1, run.stderr
       assert lines[0].startswith(f"error: {message}")
@@ -172,17 +174,22 @@ def test_serve_fails_on_one_line_before_loading_anything(tmp):
 @pytest.mark.slow
 def test_serve_model_and_face_errors_are_one_line(stream_syncer, tiny_ckpt, face_photo, tmp,
                                                   capsys):
-  """A foreign model and a face file with no face (for a Wav2Lip and for
-  the built-in model): one `error:` line each, exit status 2."""
+  """A foreign model, a face file with no face (for a Wav2Lip and for the
+  built-in model), adapting a Wav2Lip or adapting to a photo: one `error:`
+  line each, exit status 2."""
   import cv2
   from lipsync_jax import serve
   (tmp / "foreign").mkdir(exist_ok=True)
   (tmp / "foreign" / "notes.json").write_text("{}")
   cv2.imwrite(str(tmp / "wall.png"), np.full((160, 160, 3), 120, np.uint8))
-  reuse = lambda ckpt, options: stream_syncer
+  reuse = lambda ckpt, options: stream_syncer.with_options(adapt_steps=options.adapt_steps)
   cases = [(["--checkpoint", str(tmp / "foreign"), "--face", face_photo], None, "holds no model"),
            (["--checkpoint", tiny_ckpt, "--face", str(tmp / "wall.png")], reuse, "no face found"),
-           (["--checkpoint", "builtin", "--face", str(tmp / "wall.png")], None, "no face found")]
+           (["--checkpoint", "builtin", "--face", str(tmp / "wall.png")], None, "no face found"),
+           (["--checkpoint", tiny_ckpt, "--face", face_photo, "--adapt-steps", "50"], reuse,
+            "adapting to the face (--adapt-steps) needs a two-stage model"),
+           (["--checkpoint", "builtin", "--face", face_photo, "--adapt-steps", "50"], None,
+            "adapting the renderer needs a face video with at least 10 frames of visible lips")]
   for argv, make_syncer, message in cases:
     assert serve.main([*argv, "--port", "0"], make_syncer) == 2
     err = capsys.readouterr().err.strip()
@@ -460,6 +467,13 @@ def test_app_in_chromium(chromium, app_url, tiny_ckpt, shared_dir, tmp):
   from gradio_client import Client, handle_file
   client = Client(url, verbose=False)
   jobs = [client.submit(handle_file(str(shared_dir / CLIP)), handle_file(str(shared_dir / SPEECH)),
-                        tiny_ckpt, fn_index=0) for _ in range(2)]
+                        tiny_ckpt, 0, fn_index=0) for _ in range(2)]
   results = [job.result(timeout=120) for job in jobs]
   assert all(r[2].startswith("Done in") for r in results), [r[2] for r in results]
+  # Adapting to the face needs a two-stage model: a Wav2Lip gets a message, no video.
+  video_out, _, message, *_ = client.predict(
+      handle_file(str(shared_dir / CLIP)), handle_file(str(shared_dir / SPEECH)), tiny_ckpt, 100,
+      fn_index=0)
+  assert video_out is None and message == (
+      "**Error:** adapting to the face (--adapt-steps) needs a two-stage model (builtin or a "
+      "two-stage model directory), not a wav2lip checkpoint"), message

@@ -100,13 +100,17 @@ class LipSyncer:
   # Each frame is made from its own (80, 16) mel window and face crop
   # (`generate_faces`), which is what streaming needs (`stream`).
   frames_from_mel_windows = True
+  # Only a two-stage model's renderer can be fine-tuned on the face input
+  # (`options.adapt_steps`); the others refuse the option.
+  adapts_to_face = False
 
   def __init__(self, module, variables, arch: str = "wav2lip",
                options: InferenceOptions | None = None, runner=None, **overrides):
     options = dataclasses.replace(options or InferenceOptions(), **overrides)
     options.validate()
-    self.options = options
     self.arch = arch
+    self._check_model_options(options)
+    self.options = options
     self.module = module
     self._detector = None
     # Trace counts (= compilations), shared with `with_options` copies: the
@@ -235,6 +239,7 @@ class LipSyncer:
     generator (unless the batch size changes, which needs a new compile)."""
     options = dataclasses.replace(self.options, **overrides)
     options.validate()
+    self._check_model_options(options)
     if options.batch_size != self.options.batch_size and self._runner is None:
       return LipSyncer(self.module, self.variables, self.arch, options)
     other = copy.copy(self)
@@ -242,6 +247,14 @@ class LipSyncer:
     if options.detector != self.options.detector:
       other._detector = None
     return other
+
+  def _check_model_options(self, options: InferenceOptions) -> None:
+    """Options this kind of model cannot honour are an error, not ignored:
+    only a two-stage model's renderer can adapt to a face."""
+    if options.adapt_steps and not self.adapts_to_face:
+      raise InferenceError(
+          f"adapting to the face (--adapt-steps) needs a two-stage model (builtin or a "
+          f"two-stage model directory), not a {self.arch} checkpoint")
 
   @property
   def detector(self):

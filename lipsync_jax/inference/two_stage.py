@@ -41,6 +41,7 @@ fps) to the look-ahead.
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import os
 from typing import Any, NamedTuple
@@ -154,12 +155,46 @@ def frame_neutral(neutral: np.ndarray, frames) -> np.ndarray:
   return neutral[[ping_pong_index(int(j), len(neutral)) for j in frames]]
 
 
+class AdaptationState:
+  """What the copies of one `TwoStageSyncer` share of the renderer's
+  adaptation: the `face_adaptation.RendererAdapter` (None until first used)
+  and the last MAX_REFERENCES adapted variables, by `face_digest`."""
+
+  def __init__(self):
+    self.adapter = None
+    self.adapted: collections.OrderedDict = collections.OrderedDict()
+
+  def get(self, key: str):
+    if key in self.adapted:
+      self.adapted.move_to_end(key)
+    return self.adapted.get(key)
+
+  def put(self, key: str, variables) -> None:
+    self.adapted[key] = variables
+    while len(self.adapted) > MAX_REFERENCES:
+      self.adapted.popitem(last=False)
+
+
+def face_digest(crops: list, lips: np.ndarray, valid: np.ndarray, steps: int) -> str:
+  """A digest of what the renderer's adaptation learns from: the face
+  input's crops (S, S, 3) u8, its lips (n, P, 2), their validity (n,) and
+  the step count. Equal digests give equal adapted weights."""
+  h = hashlib.blake2b(digest_size=16)
+  h.update(np.int64(steps).tobytes())
+  h.update(np.ascontiguousarray(lips, np.float32).tobytes())
+  h.update(np.ascontiguousarray(valid, bool).tobytes())
+  for crop in crops:
+    h.update(b"-" if crop is None else np.ascontiguousarray(crop).tobytes())
+  return h.hexdigest()
+
+
 class TwoStageSyncer(LipSyncer):
   """`LipSyncer` for a two-stage model (`lipsync_jax.two_stage`); build it
   with `load_syncer(path)` or `TwoStageSyncer.from_two_stage(path)`."""
   # A frame takes a wider mel context and the face's lips, not a mel window:
   # a StreamSession streams it through `stream_lips`.
   frames_from_mel_windows = False
+  adapts_to_face = True
 
   def __init__(self, model, options: InferenceOptions | None = None, **overrides):
     self.model = model
@@ -170,9 +205,12 @@ class TwoStageSyncer(LipSyncer):
     # so runs and stream sessions never share mutable state.
     self._references: collections.OrderedDict = collections.OrderedDict()
     self._reference_keys = itertools.count()
-    # face_adaptation.RendererAdapter, built on first use; shared by the
-    # copies `with_options` makes after that, so its step compiles once.
-    self._adapter = None
+    # The renderer's adaptation (`face_adaptation`): its jitted step, built
+    # on first use, and the weights it made, by the face input's content and
+    # the step count. One object shared by every copy `with_options` makes,
+    # so the step compiles once per model, and a face already adapted (the
+    # live page's sessions, the app's repeated requests) is not adapted again.
+    self._adaptation = AdaptationState()
     self.last_adaptation_losses: list = []   # each step's loss, the last face adapted
     super().__init__(model.renderer_module, {}, "two_stage", options, **overrides)
 
@@ -285,7 +323,8 @@ class TwoStageSyncer(LipSyncer):
   def adapted_variables(self, crops: list, lips: np.ndarray, valid: np.ndarray):
     """The renderer's variables fine-tuned on a face input's frames for
     `options.adapt_steps` (`face_adaptation.RendererAdapter`), placed as the
-    model's; None when the option is 0."""
+    model's; None when the option is 0. A face input already adapted for as
+    many steps (the same crops and lips) gets the weights made then."""
     if not self.options.adapt_steps:
       return None
     import jax  # pylint: disable=import-outside-toplevel
@@ -295,12 +334,17 @@ class TwoStageSyncer(LipSyncer):
           "adapting the renderer needs a face video with at least "
           f"{face_adaptation.MIN_FRAMES} frames of visible lips, got {int(np.sum(valid))} "
           "(a photo cannot teach it: drop --adapt-steps)")
-    if self._adapter is None:
-      self._adapter = face_adaptation.RendererAdapter(self.model.renderer_module,
-                                                      face_adaptation.AdaptationConfig())
-    adapted, self.last_adaptation_losses = self._adapter(
-        self.variables["renderer"], crops, lips, valid, steps=int(self.options.adapt_steps),
-        progress=True)
+    steps = int(self.options.adapt_steps)
+    state = self._adaptation
+    key = face_digest(crops, lips, valid, steps)
+    adapted = state.get(key)
+    if adapted is None:
+      if state.adapter is None:
+        state.adapter = face_adaptation.RendererAdapter(self.model.renderer_module,
+                                                        face_adaptation.AdaptationConfig())
+      adapted, self.last_adaptation_losses = state.adapter(
+          self.variables["renderer"], crops, lips, valid, steps=steps, progress=True)
+      state.put(key, adapted)
     return jax.device_put({"renderer": adapted}, self._replicated)
 
   # --- the face's own lips ---------------------------------------------------
