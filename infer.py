@@ -131,8 +131,8 @@ def _one_line(e: BaseException) -> str:
 
 def _summary(report) -> str:
   t = report.timings
-  stages = " ".join(f"{k}={t[k]:.2f}s" for k in ("decode", "detect", "mel", "generate",
-                                                  "paste", "encode"))
+  stages = " ".join(f"{k}={t[k]:.2f}s" for k in ("decode", "detect", "mel", "adapt", "generate",
+                                                  "paste", "encode") if k in t)
   cached = " (boxes cached)" if report.detection_cached else ""
   return (f"{report.outfile}: {report.frames} frames at {report.fps:g} fps, "
           f"{report.frames_without_face} without face{cached}, "

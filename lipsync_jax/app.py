@@ -93,9 +93,11 @@ def _named(message: str, *uploads: str) -> str:
 def summary(report, seconds: float) -> str:
   """One line on a finished request (`report`: its `RunReport`)."""
   note = "" if not report.notes else " " + " ".join(f"Note: {n}." for n in report.notes)
+  adapt = report.timings.get("adapt")   # near 0 when this face's adapted weights were kept
+  adapted = "" if adapt is None else f" Adapting the renderer to the face took {adapt:.1f} s."
   return (f"Done in {seconds:.1f} s: {report.frames} frames at {report.fps:g} fps "
           f"({report.audio_seconds:.1f} s of speech), "
-          f"{report.frames_without_face} without a face.{note}")
+          f"{report.frames_without_face} without a face.{adapted}{note}")
 
 
 class LipSyncApp:

@@ -595,7 +595,7 @@ def test_adapt_steps_out_of_range_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.slow  # LPIPS + a tiny renderer's gradient, compiled once
-def test_renderer_adapts_to_each_face_input_and_keeps_the_model(tmp_path):
+def test_renderer_adapts_to_each_face_input_and_keeps_the_model(shared_dir, tmp_path):
   """`adapt_steps`: the renderer is fine-tuned on the face's own frames and
   lips (its reconstruction loss falls), kept per face input under the
   face's key; the model's own weights and BatchNorm statistics are not
@@ -661,3 +661,12 @@ def test_renderer_adapts_to_each_face_input_and_keeps_the_model(tmp_path):
   assert key != ts.FRAME_REFERENCE and frame._references[key].references is None  # pylint: disable=protected-access
   with pytest.raises(inference.InferenceError, match="at least 10 frames of visible lips"):
     syncer.references(crops[:1], lips[:1], valid[:1])
+  # A whole run: the adaptation is reported as its own stage, and the app says so.
+  from lipsync_jax import app  # pylint: disable=import-outside-toplevel
+  face = shared_dir / "data/real/av/grid/bbaf2n.mpg"
+  report = few.run(face, shared_dir / SPEECH, tmp_path / "adapted.mp4")
+  assert report.frames > 0 and "adapt" in report.timings, report.timings
+  assert "Adapting the renderer to the face took" in app.summary(report, 1.0)
+  plain_report = base.run(face, shared_dir / SPEECH, tmp_path / "plain.mp4")
+  assert "adapt" not in plain_report.timings
+  assert "Adapting" not in app.summary(plain_report, 1.0)

@@ -142,7 +142,9 @@ class RunReport:
     frames_without_face: output frames passed through unchanged.
     timings: seconds per stage (`STAGES`) plus "total" and "first_frame"
       (from the start of the run to the first frame written); stages overlap,
-      so they add up to more than "total".
+      so they add up to more than "total". With `adapt_steps`, "adapt": the
+      renderer's adaptation to the face (near 0 when the model had already
+      adapted to the same face).
   """
   face: str
   audio: str

@@ -14,7 +14,8 @@ from lipsync_jax.inference.options import STAGES
 
 
 class Timer:
-  """Thread-safe per-stage wall-clock accumulator."""
+  """Thread-safe per-stage wall-clock accumulator: every stage of `STAGES`,
+  and any other stage timed (the two-stage model's "adapt")."""
 
   def __init__(self):
     self.totals = {s: 0.0 for s in STAGES}
@@ -28,7 +29,7 @@ class Timer:
     finally:
       dt = time.perf_counter() - t0
       with self._lock:
-        self.totals[stage] += dt
+        self.totals[stage] = self.totals.get(stage, 0.0) + dt
 
 
 @contextlib.contextmanager

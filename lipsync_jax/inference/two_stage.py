@@ -41,6 +41,7 @@ fps) to the look-ahead.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import itertools
 import os
@@ -420,7 +421,9 @@ class TwoStageSyncer(LipSyncer):
     slot of that source frame's reference (`references`)."""
     crops = self.source_crops(source, face_track)
     lips, valid = self.face_lips(crops, job.face.path)
-    key, slots = self.references(crops, lips, valid)
+    # The renderer's adaptation, when asked for, is timed as its own stage.
+    with job.timer("adapt") if self.options.adapt_steps else contextlib.nullcontext():
+      key, slots = self.references(crops, lips, valid)
     del crops
     neutral = audio_to_lips.neutral_lips(lips, valid)
     own = own_lips(lips, valid, neutral)
