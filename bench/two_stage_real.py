@@ -22,8 +22,10 @@ speeches (20 videos), scored by
 
 and each face lip-synced to its own speech, against its source frames:
 mouth PSNR / SSIM / LPIPS, sharpness and colour speckle beside the source's
-(`real_face_generator.reconstruction`), and `mouth_grid.png` (truth, ours on
-its own speech, ours on LibriVox). With `--adapt-steps N` the renderer is
+(`real_face_generator.reconstruction`), beside the sources through a round
+trip at the renderer's size (`source_at_96px`: what a renderer that drew
+every face perfectly at 96 px would read), and `mouth_grid.png` (truth, ours
+on its own speech, ours on LibriVox). With `--adapt-steps N` the renderer is
 adapted to each face first (infer.py's `--adapt-steps`): on its whole clip
 for the LibriVox videos, and on the first half of its frames for its own
 speech, whose second half alone is scored, beside the model unadapted on
