@@ -92,11 +92,20 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
   from lipsync_jax.vision import face_crops
   lpips = metrics.LPIPSMetric("alexnet")
   half = RECON_CROP // 2
-  sources, tracks = {}, {}
+
+  def at_size(crops: np.ndarray, size: int) -> np.ndarray:
+    """Full RECON_CROP crops -> their lower halves after a round trip through size px."""
+    return np.stack([cv2.resize(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA),
+                                (RECON_CROP, RECON_CROP), interpolation=cv2.INTER_CUBIC)
+                     for c in crops])[:, half:]
+  sources, tracks, ceiling = {}, {}, {}
   for face in faces:
     tracks[face.stem] = face_crops.face_track(str(face), detector)
-    sources[face.stem] = face_crops.crops_along(str(face), tracks[face.stem],
-                                                RECON_CROP)[:, half:]
+    crops = face_crops.crops_along(str(face), tracks[face.stem], RECON_CROP)
+    sources[face.stem] = crops[:, half:]
+    if ceiling_size:   # from the crops already decoded
+      ceiling[face.stem] = at_size(crops, ceiling_size)
+    del crops
   def scored(frames):
     return frames[len(frames) // 2:] if second_half else frames
   box_rows, lips_cols = LIPS_BOX
@@ -109,17 +118,11 @@ def reconstruction(own_audio: dict[str, pathlib.Path], faces: list[pathlib.Path]
       "lips_sharpness": float(np.mean(np.concatenate(
           [metrics.laplacian_variance(scored(c)[:, lips_rows, lips_cols])
            for c in sources.values()])))}}
-  def at_size(crops: np.ndarray, size: int) -> np.ndarray:
-    """Full RECON_CROP crops -> their lower halves after a round trip through size px."""
-    return np.stack([cv2.resize(cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA),
-                                (RECON_CROP, RECON_CROP), interpolation=cv2.INTER_CUBIC)
-                     for c in crops])[:, half:]
   made = {name: (lambda face, d=d: face_crops.crops_along(
       str(d / f"{face.stem}.mp4"), tracks[face.stem], RECON_CROP)[:, half:])
           for name, d in own_audio.items()}
   if ceiling_size:
-    made[f"source_at_{ceiling_size}px"] = lambda face: at_size(
-        face_crops.crops_along(str(face), tracks[face.stem], RECON_CROP), ceiling_size)
+    made[f"source_at_{ceiling_size}px"] = lambda face: ceiling[face.stem]
   for name, make in made.items():
     gen_all, truth_all = [], []
     for face in faces:

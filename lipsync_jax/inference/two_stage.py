@@ -156,24 +156,31 @@ def frame_neutral(neutral: np.ndarray, frames) -> np.ndarray:
   return neutral[[ping_pong_index(int(j), len(neutral)) for j in frames]]
 
 
+class RecentItems(collections.OrderedDict):
+  """An OrderedDict that keeps the `maxlen` items set last: setting an item
+  makes it the newest (a key set again too), and the oldest beyond
+  `maxlen` are dropped."""
+
+  def __init__(self, maxlen: int):
+    super().__init__()
+    self.maxlen = maxlen
+
+  def __setitem__(self, key, value) -> None:
+    super().__setitem__(key, value)
+    self.move_to_end(key)
+    while len(self) > self.maxlen:
+      self.popitem(last=False)
+
+
 class AdaptationState:
   """What the copies of one `TwoStageSyncer` share of the renderer's
   adaptation: the `face_adaptation.RendererAdapter` (None until first used)
-  and the last MAX_REFERENCES adapted variables, by `face_digest`."""
+  and the adapted variables of the last MAX_REFERENCES face inputs, by
+  `face_digest`."""
 
   def __init__(self):
     self.adapter = None
-    self.adapted: collections.OrderedDict = collections.OrderedDict()
-
-  def get(self, key: str):
-    if key in self.adapted:
-      self.adapted.move_to_end(key)
-    return self.adapted.get(key)
-
-  def put(self, key: str, variables) -> None:
-    self.adapted[key] = variables
-    while len(self.adapted) > MAX_REFERENCES:
-      self.adapted.popitem(last=False)
+    self.adapted = RecentItems(MAX_REFERENCES)
 
 
 def face_digest(crops: list, lips: np.ndarray, valid: np.ndarray, steps: int) -> str:
@@ -204,7 +211,7 @@ class TwoStageSyncer(LipSyncer):
     # The face inputs in use, by key (`FaceEntry`: rest crops, adapted
     # weights): a frame's row carries the key and the slot of its reference,
     # so runs and stream sessions never share mutable state.
-    self._references: collections.OrderedDict = collections.OrderedDict()
+    self._references = RecentItems(MAX_REFERENCES)
     self._reference_keys = itertools.count()
     # The renderer's adaptation (`face_adaptation`): its jitted step, built
     # on first use, and the weights it made, by the face input's content and
@@ -317,8 +324,6 @@ class TwoStageSyncer(LipSyncer):
       stored = np.stack([np.asarray(crops[k], np.uint8) for k in used])
     key = next(self._reference_keys)
     self._references[key] = FaceEntry(stored, variables)
-    while len(self._references) > MAX_REFERENCES:
-      self._references.popitem(last=False)
     return key, slots.reshape(-1)
 
   def adapted_variables(self, crops: list, lips: np.ndarray, valid: np.ndarray):
@@ -338,14 +343,14 @@ class TwoStageSyncer(LipSyncer):
     steps = int(self.options.adapt_steps)
     state = self._adaptation
     key = face_digest(crops, lips, valid, steps)
-    adapted = state.get(key)
+    adapted = state.adapted.get(key)
     if adapted is None:
       if state.adapter is None:
         state.adapter = face_adaptation.RendererAdapter(self.model.renderer_module,
                                                         face_adaptation.AdaptationConfig())
       adapted, self.last_adaptation_losses = state.adapter(
           self.variables["renderer"], crops, lips, valid, steps=steps, progress=True)
-      state.put(key, adapted)
+    state.adapted[key] = adapted   # kept, or made the newest again
     return jax.device_put({"renderer": adapted}, self._replicated)
 
   # --- the face's own lips ---------------------------------------------------
