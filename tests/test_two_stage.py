@@ -276,6 +276,7 @@ def test_pack_and_run_on_a_real_clip_and_a_photo(shared_dir, tmp_path):
   face = shared_dir / "data/real/av/grid/bbaf2n.mpg"
   report = syncer.run(face, shared_dir / SPEECH, tmp_path / "out.mp4")
   assert report.frames > 25 and report.frames_without_face == 0
+  assert "adapt" not in report.timings, report.timings   # not asked to adapt: no such stage
   assert video_lib.probe(str(tmp_path / "out.mp4")).num_frames == report.frames
   # The default pastes around the mouth only: fewer of the source's pixels
   # change than with the whole lower face pasted (the untrained renderer
